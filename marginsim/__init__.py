@@ -1,0 +1,38 @@
+"""marginsim: an agent-based simulator of margin debt and leverage in crypto markets.
+
+Examples:
+    >>> import marginsim
+    >>> scenario = marginsim.load_scenario("default")
+    >>> result = marginsim.run(scenario.with_overrides({"run.steps": 5}))
+    >>> sorted(result.events)
+    ['mints', 'shocks', 'swaps', 'trades']
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from marginsim.config import Scenario, ScenarioError
+
+__all__ = ["RunResult", "Scenario", "ScenarioError", "load_scenario", "run", "write_run"]
+
+if TYPE_CHECKING:
+    from marginsim.experiments.runner import RunResult, run
+    from marginsim.experiments.scenarios import load_scenario
+    from marginsim.experiments.store import write_run
+
+_LAZY = {
+    "RunResult": "marginsim.experiments.runner",
+    "run": "marginsim.experiments.runner",
+    "load_scenario": "marginsim.experiments.scenarios",
+    "write_run": "marginsim.experiments.store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy so that ``import marginsim`` stays light (no numba compilation, no Mesa).
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'marginsim' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Trader populations and strategic individual agents."""

@@ -1,0 +1,1 @@
+"""Running scenarios: runner, results store, built-in scenarios."""

@@ -1,0 +1,1 @@
+"""The shared market: matching engine, AMM pools, oracles and exogenous price drivers."""

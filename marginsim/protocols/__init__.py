@@ -1,0 +1,1 @@
+"""Protocols and venues that hold margin debt, and the network that links them."""

@@ -1,0 +1,799 @@
+"""Scenario configuration: validated, immutable, TOML in and out.
+
+A :class:`Scenario` describes one run completely: run length and seed, assets, instruments,
+AMM pools, the exogenous price driver, scheduled shocks, oracles, protocols, the protocol
+network, agents and explicit initial accounts. It is validated once, at construction, and
+every error names the dotted field, the rule and the value given; all errors of a file are
+reported together in one :class:`ScenarioError`.
+
+Amounts in a scenario are in human units (``1.5`` WETH); the model converts them to ledger
+units with each asset's decimals.
+
+Sections whose simulation arrives with a later capability (lending pools, CDPs, perp venues,
+leveraged traders, liquidators, ...) are not accepted yet: ``extra="forbid"`` turns them into
+a clear "unknown field" error instead of a silently ignored table.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import tomli_w
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "AccountConfig",
+    "AgentsConfig",
+    "AmmConfig",
+    "AssetConfig",
+    "Dist",
+    "EdgeConfig",
+    "ExogenousConfig",
+    "FundamentalTradersConfig",
+    "InstrumentConfig",
+    "MarketMakersConfig",
+    "NetworkConfig",
+    "NoiseTradersConfig",
+    "OracleConfig",
+    "RunConfig",
+    "Scenario",
+    "ScenarioError",
+    "ShockConfig",
+    "parse_override_value",
+]
+
+
+class ScenarioError(ValueError):
+    """A scenario is invalid; ``problems`` lists every error as ``(field, message)``."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = [f"{len(problems)} problem(s){where}:"]
+        lines += [f"  {field}: {message}" for field, message in problems]
+        super().__init__("\n".join(lines))
+
+
+class _Frozen(BaseModel):
+    """Base of every config section: immutable, unknown keys rejected, checks on defaults."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+def _is_integral(x: float, tol: float = 1e-9) -> bool:
+    return abs(x - round(x)) <= tol * max(1.0, abs(x))
+
+
+# ------------------------------------------------------------------------------- run
+class RunConfig(_Frozen):
+    """How long a run lasts and where its randomness comes from.
+
+    Attributes:
+        seed: Master seed; a run is a pure function of the scenario and this seed.
+        steps: Number of steps.
+        step_seconds: Length of one step in seconds (rates and volatilities are annual).
+        max_liquidation_rounds: Rounds of liquidation inside one step.
+    """
+
+    seed: int = Field(default=7, ge=0, lt=2**63)
+    steps: int = Field(default=1440, ge=1, le=10_000_000)
+    step_seconds: PositiveFloat = 60.0
+    max_liquidation_rounds: int = Field(default=5, ge=1, le=1000)
+
+
+# ------------------------------------------------------------------------------- assets
+class AssetConfig(_Frozen):
+    """A token: symbol and decimals of its smallest ledger unit."""
+
+    symbol: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9._-]{0,31}$")
+    decimals: int = Field(ge=0, le=12)
+
+
+class InstrumentConfig(_Frozen):
+    """A book in the shared matching engine.
+
+    Attributes:
+        id: Unique instrument id, e.g. ``"WETH-USDC"``.
+        kind: ``spot`` (settles base against quote) or ``perp`` (a perpetual contract on
+            ``base``, margined and settled in ``quote`` by its venue).
+        base: Asset traded (spot) or underlying (perp).
+        quote: Asset prices are quoted and paid in.
+        venue: Perp venue that margins the contract (perp only).
+        tick: Price increment, in quote per base.
+        lot: Quantity increment, in base.
+        maker_fee: Fee rate on the quote notional charged to the resting side.
+        taker_fee: Fee rate on the quote notional charged to the aggressor.
+    """
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    kind: Literal["spot", "perp"] = "spot"
+    base: str
+    quote: str
+    venue: str | None = None
+    tick: PositiveFloat
+    lot: PositiveFloat
+    maker_fee: Annotated[float, Field(ge=0, lt=0.1)] = 0.0
+    taker_fee: Annotated[float, Field(ge=0, lt=0.1)] = 0.0005
+
+    @model_validator(mode="after")
+    def _base_is_not_quote(self) -> InstrumentConfig:
+        if self.base == self.quote:
+            raise ValueError(f"base and quote must differ, both are {self.base!r}")
+        return self
+
+
+class AmmConfig(_Frozen):
+    """A constant-product pool (Uniswap v2 style) seeded with initial reserves.
+
+    Attributes:
+        id: Unique pool id (also an oracle source name).
+        base: Base asset.
+        quote: Quote asset.
+        fee: Swap fee rate (0.003 is 30 bp), kept by the pool for its liquidity providers.
+        initial_base: Base reserve at start, in human units.
+        initial_quote: Quote reserve at start, in human units.
+    """
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    base: str
+    quote: str
+    fee: Annotated[float, Field(ge=0, lt=0.1)] = 0.003
+    initial_base: PositiveFloat
+    initial_quote: PositiveFloat
+
+
+# ------------------------------------------------------------------------------- exogenous
+class ExogenousConfig(_Frozen):
+    """The outside world's price of ``asset`` in ``quote``: the fundamental / index.
+
+    Which fields apply depends on ``model``: ``gbm`` (initial, drift, volatility), ``jump``
+    (plus jump_intensity, jump_mean, jump_std), ``garch`` (plus alpha, beta), ``path``
+    (values or segments), ``replay`` (file, column, start_row, scale).
+    """
+
+    model: Literal["gbm", "jump", "garch", "path", "replay"] = "gbm"
+    asset: str = "WETH"
+    quote: str = "USDC"
+    initial: PositiveFloat = 2000.0
+    drift: Annotated[float, Field(allow_inf_nan=False)] = 0.0
+    volatility: NonNegFloat = 0.8
+    jump_intensity: NonNegFloat = 12.0
+    jump_mean: Annotated[float, Field(allow_inf_nan=False)] = -0.05
+    jump_std: NonNegFloat = 0.1
+    alpha: Annotated[float, Field(ge=0, lt=1)] = 0.08
+    beta: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    values: list[PositiveFloat] | None = None
+    segments: list[dict[str, float]] | None = None
+    file: str | None = None
+    column: str = "price"
+    start_row: int = Field(default=0, ge=0)
+    scale: PositiveFloat = 1.0
+
+    @model_validator(mode="after")
+    def _model_fields(self) -> ExogenousConfig:
+        if self.model == "garch" and self.alpha + self.beta >= 1:
+            raise ValueError(f"garch needs alpha + beta < 1, got {self.alpha} + {self.beta}")
+        if self.model == "path" and (self.values is None) == (self.segments is None):
+            raise ValueError("model 'path' needs exactly one of 'values' or 'segments'")
+        if self.model == "replay" and not self.file:
+            raise ValueError("model 'replay' needs 'file'")
+        for i, seg in enumerate(self.segments or []):
+            if set(seg) != {"steps", "change"} or seg["steps"] < 1 or seg["change"] <= -1:
+                raise ValueError(f"segments[{i}] must be {{steps >= 1, change > -1}}, got {seg}")
+        return self
+
+
+class ShockConfig(_Frozen):
+    """A scheduled shock.
+
+    Attributes:
+        step: Step at which it fires (in the exogenous phase).
+        kind: ``fundamental_jump`` (the index moves by ``size``, relative, from this step
+            on), ``sell_order`` (an outside seller sends a market order of ``size`` base units
+            on ``instrument``; a negative size buys), or ``liquidity_withdrawal`` (market
+            makers pull ``size`` (a fraction in 0..1) of their quotes for ``duration_steps``).
+        size: Magnitude, meaning depends on ``kind``.
+        instrument: Book hit by a ``sell_order``.
+        duration_steps: How long a ``liquidity_withdrawal`` lasts.
+    """
+
+    step: int = Field(ge=0)
+    kind: Literal["fundamental_jump", "sell_order", "liquidity_withdrawal"]
+    size: Annotated[float, Field(allow_inf_nan=False)]
+    instrument: str | None = None
+    duration_steps: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> ShockConfig:
+        if self.kind == "fundamental_jump" and self.size <= -1:
+            raise ValueError(f"a fundamental_jump size must be > -1, got {self.size}")
+        if self.kind == "sell_order" and (self.instrument is None or self.size == 0):
+            raise ValueError("a sell_order shock needs 'instrument' and a non-zero 'size'")
+        if self.kind == "liquidity_withdrawal" and not 0 < self.size <= 1:
+            raise ValueError(f"a liquidity_withdrawal size must be in (0, 1], got {self.size}")
+        return self
+
+
+# ------------------------------------------------------------------------------- oracles
+class OracleConfig(_Frozen):
+    """A price feed a protocol reads.
+
+    Attributes:
+        kind: ``last`` trade, book ``mid``, ``twap`` over ``window_steps``, ``push`` (publishes
+            on a ``deviation`` or after ``heartbeat_steps``, as Chainlink feeds do),
+            ``median`` of ``sources``, or ``index`` (the exogenous index itself).
+        source: Instrument id, AMM pool id, or ``"index"``.
+        sources: Sources of a ``median`` oracle.
+        reads: What a ``twap``, ``push`` or ``median`` oracle observes of a market source.
+        window_steps: TWAP window.
+        deviation: Relative move that makes a push feed publish.
+        heartbeat_steps: Steps after which a push feed publishes regardless.
+    """
+
+    kind: Literal["last", "mid", "twap", "push", "median", "index"] = "index"
+    source: str = "index"
+    sources: list[str] = Field(default_factory=list)
+    reads: Literal["mid", "last", "index"] = "mid"
+    window_steps: int = Field(default=30, ge=1)
+    deviation: Annotated[float, Field(gt=0, lt=1)] = 0.005
+    heartbeat_steps: int = Field(default=60, ge=1)
+
+    @model_validator(mode="after")
+    def _sources(self) -> OracleConfig:
+        if self.kind == "median" and len(self.sources) < 1:
+            raise ValueError("a median oracle needs at least one entry in 'sources'")
+        return self
+
+
+# ------------------------------------------------------------------------------- network
+class EdgeConfig(_Frozen):
+    """An explicit exposure edge ``from -> to`` of the protocol network."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    source: str = Field(alias="from")
+    target: str = Field(alias="to")
+    kind: Literal["collateral", "oracle", "liquidity", "shared_accounts"]
+    asset: str | None = None
+    weight: NonNegFloat = 1.0
+
+
+class NetworkConfig(_Frozen):
+    """Edges of the protocol network beyond the ones the scenario implies."""
+
+    edges: list[EdgeConfig] = Field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------- agents
+class Dist(_Frozen):
+    """A distribution of a heterogeneous agent parameter.
+
+    ``const`` (value), ``uniform`` (low, high), ``normal`` (mean, std), ``lognormal`` (median,
+    sigma); every draw is then clipped to [min, max] when those are given.
+    """
+
+    dist: Literal["const", "uniform", "normal", "lognormal"] = "const"
+    value: Annotated[float, Field(allow_inf_nan=False)] = 0.0
+    low: Annotated[float, Field(allow_inf_nan=False)] = 0.0
+    high: Annotated[float, Field(allow_inf_nan=False)] = 1.0
+    mean: Annotated[float, Field(allow_inf_nan=False)] = 0.0
+    std: NonNegFloat = 1.0
+    median: PositiveFloat = 1.0
+    sigma: NonNegFloat = 0.5
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Dist:
+        if self.dist == "uniform" and not self.low < self.high:
+            raise ValueError(f"uniform needs low < high, got low={self.low}, high={self.high}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min must be <= max, got min={self.min}, max={self.max}")
+        return self
+
+
+def _dist_from_number(value: Any) -> Any:
+    """Let a plain number stand for a constant distribution."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return {"dist": "const", "value": value}
+    return value
+
+
+class NoiseTradersConfig(_Frozen):
+    """A population of noise traders: random market and limit orders around the mid.
+
+    Attributes:
+        count: Number of accounts.
+        instrument: Book they trade (default: the first spot instrument).
+        order_probability: Chance that an account sends an order in a step.
+        limit_share: Share of orders that are limit orders (the rest are market orders).
+        size: Order size in base units (a distribution over orders).
+        limit_offset: Relative distance of a limit price from the mid (a distribution;
+            buys below, sells above; values outside the spread rest).
+        capital_quote: Quote each account starts with.
+        capital_base: Base each account starts with.
+        order_lifetime_steps: Resting orders are cancelled after this many steps.
+    """
+
+    count: int = Field(default=0, ge=0, le=10_000_000)
+    instrument: str | None = None
+    order_probability: Fraction = 0.02
+    limit_share: Fraction = 0.6
+    size: Dist = Dist(dist="lognormal", median=0.5, sigma=1.0, max=50.0)
+    limit_offset: Dist = Dist(dist="uniform", low=0.0, high=0.01)
+    capital_quote: NonNegFloat = 20_000.0
+    capital_base: NonNegFloat = 10.0
+    order_lifetime_steps: int = Field(default=30, ge=1)
+
+    _coerce = field_validator("size", "limit_offset", mode="before")(_dist_from_number)
+
+
+class FundamentalTradersConfig(_Frozen):
+    """A population that trades the book toward the exogenous fundamental value.
+
+    Attributes:
+        count: Number of accounts.
+        instrument: Book they trade (default: the first spot instrument).
+        threshold: Per-account relative mispricing below which it does nothing (a
+            distribution).
+        aggressiveness: Base units traded per unit of relative mispricing (a distribution).
+        max_order: Largest order of one account in one step, in base units.
+        order_probability: Chance that an account looks at the market in a step.
+        capital_quote: Quote each account starts with.
+        capital_base: Base each account starts with.
+    """
+
+    count: int = Field(default=0, ge=0, le=10_000_000)
+    instrument: str | None = None
+    threshold: Dist = Dist(dist="uniform", low=0.002, high=0.02)
+    aggressiveness: Dist = Dist(dist="lognormal", median=20.0, sigma=0.5)
+    max_order: PositiveFloat = 5.0
+    order_probability: Fraction = 0.1
+    capital_quote: NonNegFloat = 100_000.0
+    capital_base: NonNegFloat = 50.0
+
+    _coerce = field_validator("threshold", "aggressiveness", mode="before")(_dist_from_number)
+
+
+class MarketMakersConfig(_Frozen):
+    """Individual market makers quoting ladders around a fair price.
+
+    Attributes:
+        count: Number of makers.
+        instrument: Book they quote (default: the first spot instrument).
+        capital_quote: Quote each maker starts with.
+        capital_base: Base each maker starts with.
+        levels: Price levels per side.
+        level_size: Base units per level.
+        half_spread: Relative half-spread at calm volatility.
+        level_spacing: Relative distance between consecutive levels.
+        inventory_skew: Relative shift of the quotes per unit of inventory imbalance
+            (Avellaneda-Stoikov style: a long maker lowers both sides).
+        fair_value_weight: Weight of the exogenous index against the book's last price in
+            the maker's fair value (1 = follow the index only).
+        volatility_window_steps: Window of the realised volatility estimate.
+        vol_widening: Spreads scale by (1 + vol_widening * realised vol / calm vol - ...),
+            see :mod:`marginsim.agents.market_maker`.
+        withdraw_on_volatility: Realised/calm volatility ratio above which the maker pulls
+            its quotes.
+    """
+
+    count: int = Field(default=0, ge=0, le=10_000)
+    instrument: str | None = None
+    capital_quote: NonNegFloat = 2_000_000.0
+    capital_base: NonNegFloat = 1_000.0
+    levels: int = Field(default=5, ge=1, le=100)
+    level_size: PositiveFloat = 2.0
+    half_spread: Annotated[float, Field(gt=0, lt=0.5)] = 0.0005
+    level_spacing: Annotated[float, Field(gt=0, lt=0.5)] = 0.001
+    inventory_skew: NonNegFloat = 0.0005
+    fair_value_weight: Fraction = 0.7
+    volatility_window_steps: int = Field(default=30, ge=2)
+    vol_widening: NonNegFloat = 1.0
+    withdraw_on_volatility: PositiveFloat = 3.0
+
+
+class AgentsConfig(_Frozen):
+    """The agents of a run: populations and individuals, by kind."""
+
+    noise: NoiseTradersConfig = NoiseTradersConfig()
+    fundamental: FundamentalTradersConfig = FundamentalTradersConfig()
+    market_makers: MarketMakersConfig = MarketMakersConfig()
+
+
+# ------------------------------------------------------------------------------- accounts
+class AccountConfig(_Frozen):
+    """An explicit account the user places in the world, e.g. to replay a real whale.
+
+    Attributes:
+        id: Unique account name (its ledger holder name is ``account:<id>``).
+        wallet: Token balances held in the wallet, by asset symbol, in human units.
+        protocol: Protocol the positions below are held in (protocols arrive with the lending,
+            CDP and perp capabilities; until then only wallet accounts are accepted).
+        collateral: Collateral by asset in ``protocol``.
+        debt: Debt by asset in ``protocol``.
+        positions: Perp positions by instrument id (signed base units) in ``protocol``.
+    """
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    wallet: dict[str, NonNegFloat] = Field(default_factory=dict)
+    protocol: str | None = None
+    collateral: dict[str, NonNegFloat] = Field(default_factory=dict)
+    debt: dict[str, NonNegFloat] = Field(default_factory=dict)
+    positions: dict[str, Annotated[float, Field(allow_inf_nan=False)]] = Field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------- scenario
+class Scenario(_Frozen):
+    """A complete, validated, immutable description of one run.
+
+    Build it from TOML with :meth:`from_toml` / :meth:`from_toml_str`, write it back with
+    :meth:`to_toml`, derive variants with :meth:`with_overrides`.
+
+    Raises:
+        ScenarioError: From every constructor, listing all problems at once.
+    """
+
+    name: str = Field(default="scenario", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    description: str = ""
+    run: RunConfig = RunConfig()
+    assets: list[AssetConfig] = Field(
+        default_factory=lambda: [
+            AssetConfig(symbol="USDC", decimals=6),
+            AssetConfig(symbol="WETH", decimals=9),
+        ]
+    )
+    instruments: list[InstrumentConfig] = Field(default_factory=list)
+    amms: list[AmmConfig] = Field(default_factory=list)
+    exogenous: ExogenousConfig = ExogenousConfig()
+    shocks: list[ShockConfig] = Field(default_factory=list)
+    oracles: dict[str, OracleConfig] = Field(default_factory=dict)
+    network: NetworkConfig = NetworkConfig()
+    agents: AgentsConfig = AgentsConfig()
+    accounts: list[AccountConfig] = Field(default_factory=list)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ScenarioError(_problems(exc)) from None
+
+    # ---------------------------------------------------------------- cross-field checks
+    @model_validator(mode="after")
+    def _cross_references(self) -> Scenario:
+        problems: list[tuple[str, str]] = []
+        decimals = {a.symbol: a.decimals for a in self.assets}
+        _unique(problems, "assets", [a.symbol for a in self.assets], "symbol")
+        _unique(problems, "instruments", [i.id for i in self.instruments], "id")
+        _unique(problems, "amms", [p.id for p in self.amms], "id")
+        _unique(problems, "accounts", [a.id for a in self.accounts], "id")
+        clash = {i.id for i in self.instruments} & {p.id for p in self.amms}
+        if clash:
+            problems.append(
+                ("amms", f"ids must differ from instrument ids, both use {sorted(clash)}")
+            )
+
+        def asset(field: str, symbol: str) -> None:
+            if symbol not in decimals:
+                problems.append((field, f"unknown asset {symbol!r}; assets are {sorted(decimals)}"))
+
+        for k, ins in enumerate(self.instruments):
+            f = f"instruments[{k}]"
+            asset(f"{f}.base", ins.base)
+            asset(f"{f}.quote", ins.quote)
+            if ins.kind == "perp":
+                problems.append(
+                    (
+                        f"{f}.kind",
+                        "perp instruments need a perp venue, which this "
+                        "version does not simulate yet; got 'perp'",
+                    )
+                )
+            if ins.base in decimals and ins.quote in decimals:
+                base_per_lot = ins.lot * 10 ** decimals[ins.base]
+                if base_per_lot < 1 - 1e-9 or not _is_integral(base_per_lot):
+                    problems.append(
+                        (
+                            f"{f}.lot",
+                            f"must be a whole number of {ins.base} ledger "
+                            f"units (10^-{decimals[ins.base]}); got {ins.lot}",
+                        )
+                    )
+                quote_per_tick_lot = ins.tick * ins.lot * 10 ** decimals[ins.quote]
+                if quote_per_tick_lot < 1 - 1e-9 or not _is_integral(quote_per_tick_lot):
+                    problems.append(
+                        (
+                            f"{f}.tick",
+                            "tick * lot must be a whole number of "
+                            f"{ins.quote} ledger units (10^-{decimals[ins.quote]}); "
+                            f"got tick={ins.tick}, lot={ins.lot}",
+                        )
+                    )
+        for k, pool in enumerate(self.amms):
+            asset(f"amms[{k}].base", pool.base)
+            asset(f"amms[{k}].quote", pool.quote)
+        asset("exogenous.asset", self.exogenous.asset)
+        asset("exogenous.quote", self.exogenous.quote)
+
+        markets = {i.id for i in self.instruments} | {p.id for p in self.amms}
+        for name, oracle in self.oracles.items():
+            names = oracle.sources if oracle.kind == "median" else [oracle.source]
+            for s in names:
+                if s != "index" and s not in markets:
+                    problems.append(
+                        (
+                            f"oracles.{name}.source",
+                            f"unknown source {s!r}; sources are 'index' or one of "
+                            f"{sorted(markets)}",
+                        )
+                    )
+            if oracle.kind in ("last", "mid") and oracle.source == "index":
+                problems.append(
+                    (
+                        f"oracles.{name}.source",
+                        f"a {oracle.kind!r} oracle reads a market, got 'index'",
+                    )
+                )
+        spot = [i.id for i in self.instruments if i.kind == "spot"]
+        for key, cfg in (
+            ("noise", self.agents.noise),
+            ("fundamental", self.agents.fundamental),
+            ("market_makers", self.agents.market_makers),
+        ):
+            if cfg.count and cfg.instrument is None and not spot:
+                problems.append((f"agents.{key}.instrument", "agents need a spot instrument"))
+            if cfg.instrument is not None and cfg.instrument not in spot:
+                problems.append(
+                    (
+                        f"agents.{key}.instrument",
+                        f"unknown spot instrument {cfg.instrument!r}; have {spot}",
+                    )
+                )
+        for k, shock in enumerate(self.shocks):
+            if shock.step >= self.run.steps:
+                problems.append(
+                    (
+                        f"shocks[{k}].step",
+                        f"must be < run.steps ({self.run.steps}); got {shock.step}",
+                    )
+                )
+            if shock.instrument is not None and shock.instrument not in spot:
+                problems.append(
+                    (
+                        f"shocks[{k}].instrument",
+                        f"unknown spot instrument {shock.instrument!r}; have {spot}",
+                    )
+                )
+        nodes = set(markets) | set(self.oracles)
+        for k, edge in enumerate(self.network.edges):
+            for end, value in (("from", edge.source), ("to", edge.target)):
+                if value not in nodes:
+                    problems.append(
+                        (
+                            f"network.edges[{k}].{end}",
+                            f"unknown node {value!r}; nodes are {sorted(nodes)}",
+                        )
+                    )
+        for k, acc in enumerate(self.accounts):
+            for sym in acc.wallet:
+                asset(f"accounts[{k}].wallet.{sym}", sym)
+            if acc.protocol is not None or acc.collateral or acc.debt or acc.positions:
+                problems.append(
+                    (
+                        f"accounts[{k}].protocol",
+                        "protocol positions need a lending, "
+                        "CDP or perp protocol, which this version does not simulate "
+                        f"yet; got protocol={acc.protocol!r}",
+                    )
+                )
+        if problems:
+            raise _CrossFieldErrors(problems)
+        return self
+
+    # ---------------------------------------------------------------- helpers
+    def asset_decimals(self, symbol: str) -> int:
+        """Decimals of an asset symbol."""
+        for a in self.assets:
+            if a.symbol == symbol:
+                return a.decimals
+        raise KeyError(symbol)
+
+    def instrument(self, instrument_id: str | None = None) -> InstrumentConfig:
+        """An instrument by id; ``None`` gives the first spot instrument."""
+        for ins in self.instruments:
+            if (instrument_id is None and ins.kind == "spot") or ins.id == instrument_id:
+                return ins
+        raise KeyError(instrument_id)
+
+    # ---------------------------------------------------------------- TOML
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str | None = None) -> Scenario:
+        """Validate a plain dict (as read from TOML).
+
+        Raises:
+            ScenarioError: Listing every problem, with ``source`` in the message.
+        """
+        try:
+            return cls(**dict(data))
+        except ScenarioError as exc:
+            raise ScenarioError(exc.problems, source) from None
+
+    @classmethod
+    def from_toml_str(cls, text: str, source: str | None = None) -> Scenario:
+        """Parse and validate TOML text.
+
+        Raises:
+            ScenarioError: On a TOML syntax error or any invalid field.
+        """
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ScenarioError([("<toml>", f"not valid TOML: {exc}")], source) from None
+        return cls.from_dict(data, source)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Scenario:
+        """Read and validate a scenario file.
+
+        Relative ``exogenous.file`` paths are resolved against the file's folder.
+
+        Raises:
+            ScenarioError: If the file is missing, unreadable or invalid.
+        """
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ScenarioError(
+                [("<file>", f"cannot read {path}: {exc.strerror}")], str(path)
+            ) from None
+        scenario = cls.from_toml_str(text, str(path))
+        replay = scenario.exogenous.file
+        if replay and not Path(replay).is_absolute():
+            resolved = str((path.parent / replay).resolve())
+            scenario = scenario.with_overrides({"exogenous.file": resolved})
+        return scenario
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data with every default written out (``None`` fields omitted)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def to_toml(self) -> str:
+        """TOML text that :meth:`from_toml_str` reads back into an equal scenario."""
+        return tomli_w.dumps(self.to_dict())
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Scenario:
+        """A new, validated scenario with dotted fields replaced.
+
+        Keys are dotted paths: ``"run.seed"``, ``"agents.noise.count"``,
+        ``"oracles.eth.deviation"``. List items are addressed by index
+        (``"instruments.0.tick"``) or by their ``id``/``symbol`` (``"instruments.WETH-USDC.tick"``).
+
+        Raises:
+            ScenarioError: If a path does not exist or the result is invalid.
+        """
+        data = self.to_dict()
+        problems: list[tuple[str, str]] = []
+        for key, value in overrides.items():
+            try:
+                _set_dotted(data, key, value)
+            except KeyError as exc:
+                problems.append((key, str(exc.args[0])))
+        try:
+            scenario = Scenario.from_dict(data, "overrides")
+        except ScenarioError as exc:
+            raise ScenarioError(problems + exc.problems, "overrides") from None
+        if problems:
+            raise ScenarioError(problems, "overrides")
+        return scenario
+
+
+class _CrossFieldErrors(ValueError):
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{f}: {m}" for f, m in problems))
+
+
+def _unique(problems: list[tuple[str, str]], field: str, values: list[str], key: str) -> None:
+    seen: set[str] = set()
+    for k, v in enumerate(values):
+        if v in seen:
+            problems.append((f"{field}[{k}].{key}", f"must be unique; {v!r} repeats"))
+        seen.add(v)
+
+
+def _loc_to_field(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "<scenario>"
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for err in exc.errors(include_url=False):
+        ctx_error = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, _CrossFieldErrors):
+            problems.extend(ctx_error.problems)
+            continue
+        field = _loc_to_field(tuple(err["loc"]))
+        message = err["msg"]
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        if err["type"] == "extra_forbidden":
+            message = "unknown field (not part of the scenario format)"
+        elif err["type"] != "missing":
+            message = f"{message}; got {err['input']!r}"
+        problems.append((field, message))
+    return problems
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``data[a][b]... = value`` for ``key = "a.b..."``.
+
+    Missing tables are created: optional fields are omitted from the dict and user-named
+    tables (oracles, wallets) grow, and validation afterwards rejects keys that do not exist
+    in the scenario format with the usual "unknown field" message.
+    """
+    parts = key.split(".")
+    if not all(parts):
+        raise KeyError(f"empty part in dotted key {key!r}")
+    node: Any = data
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            index = _list_index(node, part)
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise KeyError(f"{'.'.join(parts[:depth])} is a value, not a table")
+
+
+def _list_index(items: list[Any], part: str) -> int:
+    if part.lstrip("-").isdigit():
+        index = int(part)
+        if not -len(items) <= index < len(items):
+            raise KeyError(f"index {index} out of range (list has {len(items)} items)")
+        return index
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and part in (item.get("id"), item.get("symbol")):
+            return i
+    raise KeyError(f"no item with id or symbol {part!r}")
+
+
+def parse_override_value(text: str) -> Any:
+    """Parse the value of a ``--set key=value`` as a TOML value, else as a bare string.
+
+    ``0.8`` is a float, ``7`` an int, ``true`` a bool, ``[1, 2]`` a list, ``"x"`` and ``x``
+    are strings.
+    """
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
