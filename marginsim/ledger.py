@@ -322,8 +322,11 @@ class Ledger:
             return
         if (amount < 0).any():
             raise LedgerError(f"transfer amounts must be >= 0, got {int(amount.min())}")
-        for ids, bound, what in ((src, self._n_holders, "holder"), (dst, self._n_holders, "holder"),
-                                 (asset, self.n_assets, "asset")):
+        for ids, bound, what in (
+            (src, self._n_holders, "holder"),
+            (dst, self._n_holders, "holder"),
+            (asset, self.n_assets, "asset"),
+        ):
             if ids.min() < 0 or ids.max() >= bound:
                 raise LedgerError(f"unknown {what} id in batch; valid ids are 0..{bound - 1}")
         delta = np.zeros((self._n_holders, self.n_assets), dtype=np.int64)
@@ -383,8 +386,7 @@ class Ledger:
         have = int(self._balance[holder, asset])
         if have < amount:
             raise InsufficientBalanceError(
-                f"burn refused: {self._describe(holder, asset)} has balance {have}, "
-                f"amount {amount}"
+                f"burn refused: {self._describe(holder, asset)} has balance {have}, amount {amount}"
             )
         self._balance[holder, asset] -= amount
         self.burned[asset] += amount
@@ -403,9 +405,7 @@ class Ledger:
         held = self._balance[: self._n_holders]
         if self._n_holders and (held < 0).any():
             h, a = (int(x) for x in np.argwhere(held < 0)[0])
-            raise ConservationError(
-                f"negative balance: {self._describe(h, a)} = {int(held[h, a])}"
-            )
+            raise ConservationError(f"negative balance: {self._describe(h, a)} = {int(held[h, a])}")
         # Balances are non-negative int64: summing the high and low 32-bit halves separately
         # is exact for up to 2**31 holders and never overflows.
         low = (held & 0xFFFFFFFF).sum(axis=0, dtype=np.int64)

@@ -1,4 +1,5 @@
 import pytest
+from pydantic import ValidationError
 
 from marginsim.config import Scenario, ScenarioError, parse_override_value
 from marginsim.experiments.scenarios import builtin_scenarios, load_scenario
@@ -34,7 +35,7 @@ def test_defaults_are_written_out():
 
 def test_scenario_is_immutable():
     scenario = Scenario.from_toml_str(MINIMAL)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         scenario.run.seed = 3
 
 
