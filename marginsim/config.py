@@ -9,9 +9,9 @@ reported together in one :class:`ScenarioError`.
 Amounts in a scenario are in human units (``1.5`` WETH); the model converts them to ledger
 units with each asset's decimals.
 
-Sections whose simulation arrives with a later capability (lending pools, CDPs, perp venues,
-leveraged traders, liquidators, ...) are not accepted yet: ``extra="forbid"`` turns them into
-a clear "unknown field" error instead of a silently ignored table.
+Sections whose simulation arrives with a later capability (perp venues, leveraged traders,
+...) are not accepted yet: ``extra="forbid"`` turns them into a clear "unknown field" error
+instead of a silently ignored table.
 """
 
 from __future__ import annotations
@@ -36,6 +36,11 @@ __all__ = [
     "AgentsConfig",
     "AmmConfig",
     "AssetConfig",
+    "AuctionConfig",
+    "CdpConfig",
+    "LendingConfig",
+    "RateModelConfig",
+    "ReserveConfig",
     "Dist",
     "EdgeConfig",
     "ExogenousConfig",
@@ -261,6 +266,145 @@ class OracleConfig(_Frozen):
         return self
 
 
+# ------------------------------------------------------------------------------- protocols
+PriceRef = Annotated[str, Field(min_length=1)] | PositiveFloat
+
+
+class RateModelConfig(_Frozen):
+    """Kinked interest-rate model (GLOSSARY.md, Lending): annual rates.
+
+    Borrow rate = base + slope1 * U / optimal below the kink, base + slope1 + slope2 *
+    (U - optimal) / (1 - optimal) above it.
+    """
+
+    base: NonNegFloat = 0.0
+    slope1: NonNegFloat = 0.04
+    slope2: NonNegFloat = 0.75
+    optimal: Annotated[float, Field(gt=0, lt=1)] = 0.8
+
+
+class ReserveConfig(_Frozen):
+    """One asset's reserve in a lending pool.
+
+    Attributes:
+        price: Oracle name the pool values this asset with, or a fixed price in the pool's
+            unit of account (``1.0`` for a USD stablecoin).
+        ltv: Loan-to-value: share of the collateral value that may be borrowed against
+            (0: not usable to borrow against).
+        liquidation_threshold: Share of the collateral value counted in the health factor.
+        liquidation_bonus: Extra collateral a liquidator receives, relative to the repaid
+            value (0.05 = 5%).
+        protocol_share: Share of the bonus part of seized collateral paid to the treasury.
+        reserve_factor: Share of borrow interest kept as protocol reserves.
+        supply_cap: Maximum total supplied, human units (0: no cap).
+        borrow_cap: Maximum total borrowed, human units (0: no cap).
+        borrowable: Whether the asset can be borrowed.
+        rate: The interest-rate model.
+        initial_supply: Liquidity supplied at the start by the pool's genesis depositor,
+            human units.
+    """
+
+    price: PriceRef
+    ltv: Fraction = 0.0
+    liquidation_threshold: Fraction = 0.0
+    liquidation_bonus: Annotated[float, Field(ge=0, lt=0.5)] = 0.05
+    protocol_share: Fraction = 0.1
+    reserve_factor: Fraction = 0.1
+    supply_cap: NonNegFloat = 0.0
+    borrow_cap: NonNegFloat = 0.0
+    borrowable: bool = True
+    rate: RateModelConfig = RateModelConfig()
+    initial_supply: NonNegFloat = 0.0
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> ReserveConfig:
+        if self.liquidation_threshold < self.ltv:
+            raise ValueError(
+                f"liquidation_threshold must be >= ltv, got {self.liquidation_threshold} "
+                f"< {self.ltv}"
+            )
+        if self.liquidation_threshold * (1 + self.liquidation_bonus) > 1 + 1e-12:
+            # As Aave requires: otherwise a liquidation could not be covered by collateral.
+            raise ValueError(
+                "liquidation_threshold * (1 + liquidation_bonus) must be <= 1, got "
+                f"{self.liquidation_threshold} * {1 + self.liquidation_bonus}"
+            )
+        return self
+
+
+class LendingConfig(_Frozen):
+    """A lending pool (Aave v3 / Compound v2 semantics).
+
+    Attributes:
+        kind: ``"lending"``.
+        close_factor: Share of one debt asset a liquidator may repay in one call.
+        full_close_below_hf: Health factor below which the whole debt may be repaid
+            (Aave v3: 0.95; 0 disables, as in Compound v2).
+        flash_loan_fee: Fee of a flash loan, relative to the amount (Aave v3: 0.0005).
+        reserves: Reserves by asset symbol.
+    """
+
+    kind: Literal["lending"]
+    close_factor: Annotated[float, Field(gt=0, le=1)] = 0.5
+    full_close_below_hf: Fraction = 0.95
+    flash_loan_fee: Annotated[float, Field(ge=0, lt=0.1)] = 0.0005
+    reserves: dict[str, ReserveConfig]
+
+    @field_validator("reserves")
+    @classmethod
+    def _some_reserve(cls, reserves: dict[str, ReserveConfig]) -> dict[str, ReserveConfig]:
+        if not reserves:
+            raise ValueError("a lending pool needs at least one reserve")
+        return reserves
+
+
+class AuctionConfig(_Frozen):
+    """Descending-price (Dutch) collateral auction of a CDP (Maker's Clipper).
+
+    Attributes:
+        start_multiplier: Start price = oracle price * this.
+        step_decay: The price is multiplied by this every step.
+        reset_after_steps: An auction running this long restarts from a fresh start price.
+        reset_below: An auction whose price falls below this share of its start price
+            restarts.
+        penalty: Added to the debt to raise (0.13 = 13%).
+    """
+
+    start_multiplier: Annotated[float, Field(ge=1, le=10)] = 1.2
+    step_decay: Annotated[float, Field(gt=0, le=1)] = 0.99
+    reset_after_steps: int = Field(default=90, ge=1)
+    reset_below: Annotated[float, Field(gt=0, lt=1)] = 0.4
+    penalty: Annotated[float, Field(ge=0, lt=1)] = 0.13
+
+
+class CdpConfig(_Frozen):
+    """A collateralised-debt-position stablecoin (Maker semantics).
+
+    Attributes:
+        kind: ``"cdp"``.
+        collateral: Collateral asset.
+        stablecoin: Asset minted against it (must be declared in ``assets``).
+        price: Oracle name valuing the collateral in the stablecoin's unit, or a fixed price.
+        liquidation_ratio: Minimum collateral value / debt; below it a vault is unsafe.
+        stability_fee: Annual fee accrued on debt.
+        debt_ceiling: Maximum total debt, human units (0: no ceiling).
+        auction: The collateral auction.
+    """
+
+    kind: Literal["cdp"]
+    collateral: str
+    stablecoin: str
+    price: PriceRef
+    liquidation_ratio: Annotated[float, Field(gt=1, le=10)] = 1.5
+    stability_fee: Annotated[float, Field(ge=0, le=1)] = 0.02
+    debt_ceiling: NonNegFloat = 0.0
+    auction: AuctionConfig = AuctionConfig()
+
+
+ProtocolConfig = Annotated[LendingConfig | CdpConfig, Field(discriminator="kind")]
+_PROTOCOL_KINDS = ("lending", "cdp")
+
+
 # ------------------------------------------------------------------------------- network
 class EdgeConfig(_Frozen):
     """An explicit exposure edge ``from -> to`` of the protocol network."""
@@ -464,6 +608,7 @@ class Scenario(_Frozen):
     exogenous: ExogenousConfig = ExogenousConfig()
     shocks: list[ShockConfig] = Field(default_factory=list)
     oracles: dict[str, OracleConfig] = Field(default_factory=dict)
+    protocols: dict[str, ProtocolConfig] = Field(default_factory=dict)
     network: NetworkConfig = NetworkConfig()
     agents: AgentsConfig = AgentsConfig()
     accounts: list[AccountConfig] = Field(default_factory=list)
@@ -580,7 +725,28 @@ class Scenario(_Frozen):
                         f"unknown spot instrument {shock.instrument!r}; have {spot}",
                     )
                 )
-        nodes = set(markets) | set(self.oracles)
+
+        def price(field: str, ref: str | float) -> None:
+            if isinstance(ref, str) and ref not in self.oracles:
+                problems.append(
+                    (field, f"unknown oracle {ref!r}; oracles are {sorted(self.oracles)}")
+                )
+
+        for name, proto in self.protocols.items():
+            f = f"protocols.{name}"
+            if name in markets or name in self.oracles:
+                problems.append((f, "a protocol name must differ from market and oracle names"))
+            if isinstance(proto, LendingConfig):
+                for symbol, reserve in proto.reserves.items():
+                    asset(f"{f}.reserves.{symbol}", symbol)
+                    price(f"{f}.reserves.{symbol}.price", reserve.price)
+            else:
+                asset(f"{f}.collateral", proto.collateral)
+                asset(f"{f}.stablecoin", proto.stablecoin)
+                price(f"{f}.price", proto.price)
+                if proto.collateral == proto.stablecoin:
+                    problems.append((f"{f}.stablecoin", "must differ from the collateral"))
+        nodes = set(markets) | set(self.oracles) | set(self.protocols)
         for k, edge in enumerate(self.network.edges):
             for end, value in (("from", edge.source), ("to", edge.target)):
                 if value not in nodes:
@@ -593,18 +759,65 @@ class Scenario(_Frozen):
         for k, acc in enumerate(self.accounts):
             for sym in acc.wallet:
                 asset(f"accounts[{k}].wallet.{sym}", sym)
-            if acc.protocol is not None or acc.collateral or acc.debt or acc.positions:
-                problems.append(
-                    (
-                        f"accounts[{k}].protocol",
-                        "protocol positions need a lending, "
-                        "CDP or perp protocol, which this version does not simulate "
-                        f"yet; got protocol={acc.protocol!r}",
-                    )
-                )
+            problems.extend(self._account_problems(k, acc))
         if problems:
             raise _CrossFieldErrors(problems)
         return self
+
+    def _account_problems(self, k: int, acc: AccountConfig) -> list[tuple[str, str]]:
+        f = f"accounts[{k}]"
+        if acc.positions:
+            return [
+                (
+                    f"{f}.positions",
+                    "perp positions need a perp venue, which this version does not simulate yet",
+                )
+            ]
+        if acc.protocol is None:
+            if acc.collateral or acc.debt:
+                return [(f"{f}.protocol", "collateral and debt need a protocol")]
+            return []
+        proto = self.protocols.get(acc.protocol)
+        if proto is None:
+            return [
+                (
+                    f"{f}.protocol",
+                    f"unknown protocol {acc.protocol!r}; protocols are {sorted(self.protocols)}",
+                )
+            ]
+        out = []
+        if isinstance(proto, LendingConfig):
+            for part in ("collateral", "debt"):
+                for sym in getattr(acc, part):
+                    if sym not in proto.reserves:
+                        out.append(
+                            (
+                                f"{f}.{part}.{sym}",
+                                f"not a reserve of {acc.protocol!r}; "
+                                f"reserves are {sorted(proto.reserves)}",
+                            )
+                        )
+            for sym in acc.debt:
+                if sym in proto.reserves and not proto.reserves[sym].borrowable:
+                    out.append((f"{f}.debt.{sym}", "asset is not borrowable"))
+        else:
+            if set(acc.collateral) - {proto.collateral}:
+                out.append(
+                    (
+                        f"{f}.collateral",
+                        f"a vault of {acc.protocol!r} holds only "
+                        f"{proto.collateral}; got {sorted(acc.collateral)}",
+                    )
+                )
+            if set(acc.debt) - {proto.stablecoin}:
+                out.append(
+                    (
+                        f"{f}.debt",
+                        f"a vault of {acc.protocol!r} owes only "
+                        f"{proto.stablecoin}; got {sorted(acc.debt)}",
+                    )
+                )
+        return out
 
     # ---------------------------------------------------------------- helpers
     def asset_decimals(self, symbol: str) -> int:
@@ -735,13 +948,17 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
         if isinstance(ctx_error, _CrossFieldErrors):
             problems.extend(ctx_error.problems)
             continue
-        field = _loc_to_field(tuple(err["loc"]))
+        loc = tuple(err["loc"])
+        if len(loc) > 2 and loc[0] == "protocols" and loc[2] in _PROTOCOL_KINDS:
+            loc = loc[:2] + loc[3:]  # pydantic puts the union's tag in the path: drop it
+        field = _loc_to_field(loc)
         message = err["msg"]
         if message.startswith("Value error, "):
             message = message[len("Value error, ") :]
         if err["type"] == "extra_forbidden":
             message = "unknown field (not part of the scenario format)"
-        elif err["type"] != "missing":
+        elif err["type"] != "missing" and not isinstance(err["input"], dict | list):
+            # Whole tables are not echoed back: the message already says what is wrong.
             message = f"{message}; got {err['input']!r}"
         problems.append((field, message))
     return problems

@@ -29,6 +29,7 @@ __all__ = [
     "InsufficientBalanceError",
     "Ledger",
     "LedgerError",
+    "LedgerSnapshot",
     "kernel_transfer",
 ]
 
@@ -64,6 +65,17 @@ class AssetSpec:
     def unit(self) -> int:
         """Number of smallest units in one whole token."""
         return 10**self.decimals
+
+
+@dataclasses.dataclass(frozen=True)
+class LedgerSnapshot:
+    """State captured by :meth:`Ledger.snapshot`."""
+
+    balance: np.ndarray
+    n_holders: int
+    minted: np.ndarray
+    burned: np.ndarray
+    journal_length: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -391,6 +403,29 @@ class Ledger:
         self._balance[holder, asset] -= amount
         self.burned[asset] += amount
         self.journal.append((holder, asset, -amount, reason))
+
+    # ----------------------------------------------------------------- atomic actions
+    def snapshot(self) -> LedgerSnapshot:
+        """Capture every balance, supply and the journal length, for :meth:`restore`.
+
+        Used to revert an action that must be atomic (a flash loan that is not repaid undoes
+        everything done with the borrowed funds).
+        """
+        n = self._n_holders
+        return LedgerSnapshot(
+            self._balance[:n].copy(), n, self.minted.copy(), self.burned.copy(), len(self.journal)
+        )
+
+    def restore(self, snap: LedgerSnapshot) -> None:
+        """Return to the state captured by :meth:`snapshot`.
+
+        Holders registered since the snapshot stay registered, with zero balances.
+        """
+        self._balance[: snap.n_holders] = snap.balance
+        self._balance[snap.n_holders : self._n_holders] = 0
+        self.minted[:] = snap.minted
+        self.burned[:] = snap.burned
+        del self.journal[snap.journal_length :]
 
     # ----------------------------------------------------------------- invariants
     def check_conservation(self) -> None:

@@ -171,3 +171,17 @@ def test_property_conservation_and_no_negative_balance(operations):
         ledger.check_conservation()
         assert (ledger.balances >= 0).all()
         assert [[int(x) for x in row] for row in ledger.balances] == shadow.tolist()
+
+
+def test_snapshot_restore_undoes_everything_since():
+    ledger, alice, bob = make_ledger()
+    ledger.mint(alice, 0, 100, "x")
+    snap = ledger.snapshot()
+    ledger.transfer(alice, bob, 0, 60)
+    ledger.mint(bob, 1, 5, "flash")
+    carol = ledger.add_holder("carol")
+    ledger.transfer(bob, carol, 1, 5)
+    ledger.restore(snap)
+    assert [ledger.balance(h, a) for h in (alice, bob, carol) for a in (0, 1)] == [100, 0, 0, 0, 0, 0]
+    assert ledger.supply(1) == 0 and len(ledger.journal) == 1
+    ledger.check_conservation()
