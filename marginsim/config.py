@@ -208,7 +208,9 @@ class ShockConfig(_Frozen):
     """A scheduled shock.
 
     Attributes:
-        step: Step at which it fires (in the exogenous phase).
+        step: Step at which it fires (in the exogenous phase). A shock at or after
+            ``run.steps`` does not fire (so a run can be shortened with ``--steps``); the model
+            logs a warning for it.
         kind: ``fundamental_jump`` (the index moves by ``size``, relative, from this step
             on), ``sell_order`` (an outside seller sends a market order of ``size`` base units
             on ``instrument``; a negative size buys), or ``liquidity_withdrawal`` (market
@@ -688,6 +690,14 @@ class Scenario(_Frozen):
                             f"{sorted(markets)}",
                         )
                     )
+            if oracle.reads == "index" and oracle.kind != "index" and oracle.source != "index":
+                problems.append(
+                    (
+                        f"oracles.{name}.reads",
+                        f"'index' can only be read from source 'index'; got source "
+                        f"{oracle.source!r}",
+                    )
+                )
             if oracle.kind in ("last", "mid") and oracle.source == "index":
                 problems.append(
                     (
@@ -711,13 +721,6 @@ class Scenario(_Frozen):
                     )
                 )
         for k, shock in enumerate(self.shocks):
-            if shock.step >= self.run.steps:
-                problems.append(
-                    (
-                        f"shocks[{k}].step",
-                        f"must be < run.steps ({self.run.steps}); got {shock.step}",
-                    )
-                )
             if shock.instrument is not None and shock.instrument not in spot:
                 problems.append(
                     (

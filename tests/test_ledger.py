@@ -182,6 +182,13 @@ def test_snapshot_restore_undoes_everything_since():
     carol = ledger.add_holder("carol")
     ledger.transfer(bob, carol, 1, 5)
     ledger.restore(snap)
-    assert [ledger.balance(h, a) for h in (alice, bob, carol) for a in (0, 1)] == [100, 0, 0, 0, 0, 0]
+    assert [ledger.balance(h, a) for h in (alice, bob, carol) for a in (0, 1)] == [
+        100,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ]
     assert ledger.supply(1) == 0 and len(ledger.journal) == 1
     ledger.check_conservation()

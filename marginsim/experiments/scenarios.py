@@ -44,7 +44,12 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     path = Path(name_or_path)
     if not path.exists():
         raise ScenarioError(
-            [("<scenario>", f"{key!r} is neither a built-in scenario ({', '.join(files)}) "
-              "nor an existing file")]
+            [
+                (
+                    "<scenario>",
+                    f"{key!r} is neither a built-in scenario ({', '.join(files)}) "
+                    "nor an existing file",
+                )
+            ]
         )
     return Scenario.from_toml(path)

@@ -1,0 +1,169 @@
+"""Command line: ``marginsim run|scenarios|validate``.
+
+Exit codes: 0 success; 2 bad input (invalid scenario, bad ``--set``, unknown scenario name,
+missing file), with a short message and no traceback; 1 internal failure or an invariant
+violated under ``--check-invariants``, with the traceback saved next to the results.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from marginsim.config import Scenario, ScenarioError, parse_override_value
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _fail_input(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _parse_sets(pairs: tuple[str, ...]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            _fail_input(f"--set expects dotted.key=value, got {pair!r}")
+        overrides[key.strip()] = parse_override_value(value.strip())
+    return overrides
+
+
+def _load(name_or_path: str, overrides: dict[str, Any]) -> Scenario:
+    from marginsim.experiments.scenarios import load_scenario
+
+    try:
+        scenario = load_scenario(name_or_path)
+        return scenario.with_overrides(overrides) if overrides else scenario
+    except ScenarioError as exc:
+        _fail_input(str(exc))
+        raise  # unreachable: _fail_input exits
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:,.6g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="marginsim")
+def cli() -> None:
+    """marginsim: agent-based simulation of margin debt and liquidation cascades."""
+
+
+@cli.command("run")
+@click.argument("scenario")
+@click.option("--seed", type=click.IntRange(min=0), help="Replace the scenario's seed.")
+@click.option("--steps", type=click.IntRange(min=1), help="Replace the number of steps.")
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a dotted scenario field, e.g. --set agents.noise.count=500. "
+    'Repeatable; values are TOML (0.8, true, "text").',
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default="results",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Root folder of the results store.",
+)
+@click.option("--experiment", default=None, help="Results sub-folder (default: scenario name).")
+@click.option(
+    "--check-invariants",
+    is_flag=True,
+    help="Check ledger conservation and book invariants after every step; exit 1 "
+    "on the first violation.",
+)
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal)."
+)
+def run_command(
+    scenario: str,
+    seed: int | None,
+    steps: int | None,
+    sets: tuple[str, ...],
+    out_dir: str,
+    experiment: str | None,
+    check_invariants: bool,
+    progress: bool | None,
+) -> None:
+    """Run SCENARIO (a built-in name or a TOML file) and store its results."""
+    overrides = _parse_sets(sets)
+    if seed is not None:
+        overrides["run.seed"] = seed
+    if steps is not None:
+        overrides["run.steps"] = steps
+    sc = _load(scenario, overrides)
+
+    from marginsim.experiments.runner import run
+    from marginsim.experiments.store import run_id, write_run
+    from marginsim.model import InvariantViolation
+
+    try:
+        result = run(sc, check_invariants=check_invariants, progress=progress)
+        folder = write_run(result, out_dir, experiment)
+    except Exception as exc:  # noqa: BLE001 - every failure gets a saved traceback
+        parent = Path(out_dir) / (experiment or sc.name)
+        parent.mkdir(parents=True, exist_ok=True)
+        trace = parent / f"{run_id(sc)}.traceback.txt"
+        trace.write_text(traceback.format_exc(), encoding="utf-8")
+        kind = "invariant violated" if isinstance(exc, InvariantViolation) else "run failed"
+        click.echo(f"error: {kind}: {exc}\ntraceback saved to {trace}", err=True)
+        sys.exit(EXIT_FAILURE)
+    width = max(len(k) for k in result.summary)
+    click.echo(f"{sc.name}: {sc.run.steps} steps, seed {sc.run.seed}, {result.wall_seconds:.2f} s")
+    for key, value in result.summary.items():
+        click.echo(f"  {key:<{width}}  {_format_value(value)}")
+    click.echo(f"results: {folder}")
+
+
+@cli.command("scenarios")
+def scenarios_command() -> None:
+    """List the built-in scenarios."""
+    from marginsim.experiments.scenarios import builtin_scenarios
+
+    items = builtin_scenarios()
+    width = max(len(n) for n in items)
+    for name, description in items.items():
+        click.echo(f"{name:<{width}}  {description}")
+
+
+@cli.command("validate")
+@click.argument("scenario")
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Overrides to validate along with the file.",
+)
+@click.option("--show", is_flag=True, help="Print the resolved scenario as TOML.")
+def validate_command(scenario: str, sets: tuple[str, ...], show: bool) -> None:
+    """Check SCENARIO without running it."""
+    sc = _load(scenario, _parse_sets(sets))
+    if show:
+        click.echo(sc.to_toml(), nl=False)
+    else:
+        click.echo(f"ok: {sc.name} ({sc.run.steps} steps, seed {sc.run.seed})")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="marginsim")
+
+
+if __name__ == "__main__":
+    main()

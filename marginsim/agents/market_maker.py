@@ -1,0 +1,137 @@
+"""Market makers: individuals quoting ladders around a fair price with an inventory skew."""
+
+from __future__ import annotations
+
+import collections
+from typing import TYPE_CHECKING
+
+import mesa
+import numpy as np
+
+from marginsim.agents.base import OrderBatch, Trader
+from marginsim.config import MarketMakersConfig
+from marginsim.market.engine import OrderKind
+
+if TYPE_CHECKING:
+    from marginsim.market.view import MarketView
+
+__all__ = ["MarketMaker"]
+
+
+class MarketMaker(Trader):
+    """One market maker: cancels its quotes and posts a new ladder every step.
+
+    Fair value ``f = w * index + (1 - w) * book reference`` (``w`` = ``fair_value_weight``).
+    With ``q`` the inventory imbalance ``(base value - quote value) / (base value + quote
+    value)`` in [-1, 1], every quote shifts by ``-inventory_skew * q`` relative to ``f``, so a
+    maker long the asset quotes lower on both sides and sheds inventory (Avellaneda-Stoikov's
+    reservation price, in relative form). The half-spread widens with realised volatility
+    ``rv`` (standard deviation of the maker's observed log returns over
+    ``volatility_window_steps``) against the calm per-step volatility ``cv``:
+    ``h = half_spread * (1 + vol_widening * max(0, rv / cv - 1))``, and when ``rv / cv``
+    exceeds ``withdraw_on_volatility`` the maker posts nothing: depth vanishes in a crash.
+    Level ``k`` (0-based) sits at ``f * (1 +- (h + k * level_spacing) - inventory shift)``
+    with ``level_size`` each, scaled down to what the maker's wallet can fund.
+
+    Args:
+        model: The model.
+        config: The makers' scenario section.
+        holder: This maker's ledger holder id.
+        instrument: Engine index of the quoted book.
+        base_asset: Ledger id of the base asset.
+        quote_asset: Ledger id of the quote asset.
+        calm_volatility: Per-step volatility regarded as calm (from the exogenous driver).
+    """
+
+    def __init__(
+        self,
+        model: mesa.Model,
+        config: MarketMakersConfig,
+        holder: int,
+        instrument: int,
+        base_asset: int,
+        quote_asset: int,
+        calm_volatility: float,
+    ) -> None:
+        super().__init__(model)
+        self.config = config
+        self.holder = holder
+        self.instrument = instrument
+        self.base_asset = base_asset
+        self.quote_asset = quote_asset
+        self.calm_volatility = max(calm_volatility, 1e-9)
+        self.observed: collections.deque[float] = collections.deque(
+            maxlen=config.volatility_window_steps + 1
+        )
+        self.live_orders = np.zeros(0, dtype=np.int64)
+        #: Fraction of normal size quoted (a liquidity-withdrawal shock lowers it).
+        self.size_factor = 1.0
+        #: Step from which a liquidity-withdrawal shock no longer applies.
+        self.restore_step = 0
+        self.withdrawn = False
+
+    def withdraw(self) -> OrderBatch:
+        """Cancel every live quote (run before :meth:`act` so escrowed funds come back)."""
+        batch = OrderBatch.cancels(self.instrument, np.int64(self.holder), self.live_orders)
+        self.live_orders = np.zeros(0, dtype=np.int64)
+        return batch
+
+    def realised_volatility(self) -> float:
+        """Standard deviation of the observed per-step log returns (0 before two returns)."""
+        if len(self.observed) < 3:
+            return 0.0
+        returns = np.diff(np.log(np.fromiter(self.observed, dtype=np.float64)))
+        return float(returns.std())
+
+    def act(self, view: MarketView) -> OrderBatch:
+        """Post this step's ladder (or nothing when volatility says withdraw)."""
+        cfg, ins = self.config, self.instrument
+        w = cfg.fair_value_weight
+        fair = w * view.index_price + (1.0 - w) * view.reference_price(ins)
+        self.observed.append(fair)
+        ratio = self.realised_volatility() / self.calm_volatility
+        self.withdrawn = ratio > cfg.withdraw_on_volatility
+        if self.withdrawn or self.size_factor <= 0:
+            return OrderBatch.empty()
+        half = cfg.half_spread * (1.0 + cfg.vol_widening * max(0.0, ratio - 1.0))
+        base = int(view.balances(np.array([self.holder]), self.base_asset)[0])
+        quote = int(view.balances(np.array([self.holder]), self.quote_asset)[0])
+        lot, tick = view.lot(ins), view.tick(ins)
+        base_units_per_lot = lot * 10 ** view.asset_decimals(self.base_asset)
+        quote_unit = 10 ** view.asset_decimals(self.quote_asset)
+        base_value = base / base_units_per_lot * lot * fair
+        quote_value = quote / quote_unit
+        total = base_value + quote_value
+        imbalance = (base_value - quote_value) / total if total > 0 else 0.0
+        shift = -cfg.inventory_skew * imbalance
+        k = np.arange(cfg.levels, dtype=np.float64)
+        offsets = half + k * cfg.level_spacing
+        bid_ticks = np.floor(fair * (1.0 - offsets + shift) / tick).astype(np.int64)
+        ask_ticks = np.ceil(fair * (1.0 + offsets + shift) / tick).astype(np.int64)
+        lots = max(int(cfg.level_size * self.size_factor / lot), 0)
+        if lots == 0:
+            return OrderBatch.empty()
+        # Scale the ladder to the wallet (with a 1% margin for fees and rounding).
+        bid_cost = lots * float(np.maximum(bid_ticks, 1).sum()) * tick * lot
+        bid_lots = min(lots, int(lots * 0.99 * quote_value / bid_cost)) if bid_cost > 0 else 0
+        ask_lots = min(lots, int(0.99 * base / base_units_per_lot / cfg.levels))
+        orders = []
+        if bid_lots > 0:
+            keep = bid_ticks > 0
+            orders.append(
+                OrderBatch.build(
+                    ins, 1, int(OrderKind.LIMIT), bid_ticks[keep], bid_lots, self.holder
+                )
+            )
+        if ask_lots > 0:
+            orders.append(
+                OrderBatch.build(ins, -1, int(OrderKind.LIMIT), ask_ticks, ask_lots, self.holder)
+            )
+        return OrderBatch.concat(orders)
+
+    def on_results(
+        self, batch: OrderBatch, order_id: np.ndarray, status: np.ndarray, resting: np.ndarray
+    ) -> None:
+        """Remember which quotes rest, to cancel them next step."""
+        rests = (resting > 0) & (batch.kind == int(OrderKind.LIMIT))
+        self.live_orders = np.concatenate([self.live_orders, order_id[rests]])

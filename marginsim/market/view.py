@@ -1,0 +1,94 @@
+"""The read-only view of the market that agents decide from."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from marginsim.ledger import Ledger
+    from marginsim.market.engine import MatchingEngine
+    from marginsim.market.oracle import OracleSet
+
+__all__ = ["MarketView"]
+
+
+class MarketView:
+    """What an agent may see: book queries, the index, oracle prices and balances.
+
+    It exposes queries only, so an agent holding a view cannot change a venue or a balance;
+    agents act by returning orders (DESIGN.md section 4, phase 4).
+
+    Args:
+        engine: The shared matching engine.
+        ledger: The ledger (read through its read-only ``balances`` view).
+        oracles: The oracles protocols read.
+        index_path: The exogenous index path, one value per step.
+    """
+
+    def __init__(
+        self, engine: MatchingEngine, ledger: Ledger, oracles: OracleSet, index_path: np.ndarray
+    ) -> None:
+        self._engine = engine
+        self._ledger = ledger
+        self._oracles = oracles
+        self._index_path = index_path
+        #: The step being run (0-based); the model sets it before the step's phases run.
+        self.step = 0
+
+    # ---------------------------------------------------------------- the outside world
+    @property
+    def index_price(self) -> float:
+        """The exogenous index after this step's exogenous phase (path value ``step + 1``)."""
+        return float(self._index_path[self.step + 1])
+
+    def index_history(self, window: int) -> np.ndarray:
+        """The last ``window`` index values up to and including the current one."""
+        end = self.step + 2
+        return self._index_path[max(0, end - window) : end]
+
+    def oracle_price(self, name: str) -> float | None:
+        """An oracle's published price, ``None`` when it has none yet."""
+        return self._oracles.price(name)
+
+    # ---------------------------------------------------------------- books
+    def tick(self, instrument: int) -> float:
+        """Tick size (quote per base) of an instrument."""
+        return self._engine.specs[instrument].tick
+
+    def lot(self, instrument: int) -> float:
+        """Lot size (base) of an instrument."""
+        return self._engine.specs[instrument].lot
+
+    def best_bid(self, instrument: int) -> int | None:
+        """Best bid in ticks, ``None`` when the bid side is empty."""
+        return self._engine.best_bid(instrument)
+
+    def best_ask(self, instrument: int) -> int | None:
+        """Best ask in ticks, ``None`` when the ask side is empty."""
+        return self._engine.best_ask(instrument)
+
+    def mid_price(self, instrument: int) -> float | None:
+        """Book mid in quote per base, ``None`` when a side is empty."""
+        return self._engine.mid_price(self._engine.specs[instrument].instrument_id)
+
+    def last_price(self, instrument: int) -> float | None:
+        """Last trade price in quote per base, ``None`` before the first trade."""
+        return self._engine.last_price(self._engine.specs[instrument].instrument_id)
+
+    def reference_price(self, instrument: int) -> float:
+        """Mid if the book has both sides, else last trade, else the index."""
+        for price in (self.mid_price(instrument), self.last_price(instrument)):
+            if price is not None:
+                return price
+        return self.index_price
+
+    # ---------------------------------------------------------------- balances
+    def asset_decimals(self, asset: int) -> int:
+        """Decimals of a ledger asset id."""
+        return self._ledger.assets[asset].decimals
+
+    def balances(self, holders: np.ndarray, asset: int) -> np.ndarray:
+        """Balances of many holders in one asset (ledger units), as a copy."""
+        return self._ledger.balances[holders, asset].copy()

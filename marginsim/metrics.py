@@ -1,0 +1,212 @@
+"""Per-step measures read from a model's state, and the recorder that collects them.
+
+Each metric is a named module-level function of the model (picklable, as Mesa's
+DataCollector reporters are) returning a float; ``NaN`` means "not defined this step" (for
+instance the mid of a book with an empty side). Recording only reads: no metric changes the
+model. Statistics over recorded frames (replicate aggregates, tail measures) belong to
+``marginsim.experiments``.
+
+Columns of ``metrics.parquet`` (one row per step, ``step`` counting from 0):
+
+==========================  =========================================================
+column                      meaning
+==========================  =========================================================
+step                        step index, 0-based
+index_price                 exogenous index (fundamental value) after the step
+mid_price                   mid of the primary book (first spot instrument), quote/base
+best_bid, best_ask          best prices of the primary book (NaN when a side is empty)
+spread_bps                  (ask - bid) / mid in basis points
+last_price                  last trade price on the primary book
+basis_bps                   (mid - index) / index in basis points
+trades                      number of fills this step, all books
+volume_base                 base traded this step on the primary book, human units
+volume_quote                quote traded this step on the primary book, human units
+depth_bid_1pct              base resting within 1% below the mid, human units
+depth_ask_1pct              base resting within 1% above the mid, human units
+makers_quoting              market makers that posted quotes this step
+oracle_<name>               each oracle's published price (NaN before its first)
+amm_<id>_price              each AMM pool's price, quote/base
+liquidation_rounds          liquidation rounds run this step
+==========================  =========================================================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from marginsim.model import MarginModel
+
+__all__ = ["MetricsRecorder", "core_reporters"]
+
+Reporter = Callable[["MarginModel"], float]
+_NAN = float("nan")
+
+
+def _or_nan(x: float | int | None) -> float:
+    return _NAN if x is None else float(x)
+
+
+def index_price(model: MarginModel) -> float:
+    """The exogenous index after the step."""
+    return model.index_price
+
+
+def mid_price(model: MarginModel) -> float:
+    """Mid price of the primary book."""
+    return _or_nan(model.engine.mid_price(model.primary_instrument_id))
+
+
+def best_bid(model: MarginModel) -> float:
+    """Best bid of the primary book, quote per base."""
+    bid = model.engine.best_bid(model.primary_instrument)
+    return _NAN if bid is None else bid * model.engine.specs[model.primary_instrument].tick
+
+
+def best_ask(model: MarginModel) -> float:
+    """Best ask of the primary book, quote per base."""
+    ask = model.engine.best_ask(model.primary_instrument)
+    return _NAN if ask is None else ask * model.engine.specs[model.primary_instrument].tick
+
+
+def spread_bps(model: MarginModel) -> float:
+    """Relative spread of the primary book in basis points."""
+    bid, ask = best_bid(model), best_ask(model)
+    return 2e4 * (ask - bid) / (ask + bid)
+
+
+def last_price(model: MarginModel) -> float:
+    """Last trade price of the primary book."""
+    return _or_nan(model.engine.last_price(model.primary_instrument_id))
+
+
+def basis_bps(model: MarginModel) -> float:
+    """Book mid against the index, in basis points."""
+    return 1e4 * (mid_price(model) - model.index_price) / model.index_price
+
+
+def trades(model: MarginModel) -> float:
+    """Fills this step, all books."""
+    return float(model.engine.n_trades - model.trades_at_step_start)
+
+
+def _step_fills(model: MarginModel) -> tuple[np.ndarray, np.ndarray]:
+    arrays = model.engine.trade_arrays(model.trades_at_step_start)
+    on_primary = arrays["instrument"] == model.primary_instrument
+    return arrays["price_ticks"][on_primary], arrays["qty_lots"][on_primary]
+
+
+def volume_base(model: MarginModel) -> float:
+    """Base traded this step on the primary book, human units."""
+    _, qty = _step_fills(model)
+    return float(qty.sum()) * model.engine.specs[model.primary_instrument].lot
+
+
+def volume_quote(model: MarginModel) -> float:
+    """Quote traded this step on the primary book, human units."""
+    price, qty = _step_fills(model)
+    spec = model.engine.specs[model.primary_instrument]
+    return float((price * qty).sum()) * spec.tick * spec.lot
+
+
+def depth_bid_1pct(model: MarginModel) -> float:
+    """Base resting within 1% below the mid."""
+    bid, _ = model.engine.depth(model.primary_instrument, 0.01)
+    return float(bid) * model.engine.specs[model.primary_instrument].lot
+
+
+def depth_ask_1pct(model: MarginModel) -> float:
+    """Base resting within 1% above the mid."""
+    _, ask = model.engine.depth(model.primary_instrument, 0.01)
+    return float(ask) * model.engine.specs[model.primary_instrument].lot
+
+
+def makers_quoting(model: MarginModel) -> float:
+    """Market makers that posted quotes this step."""
+    return float(sum(not m.withdrawn for m in model.market_makers))
+
+
+def liquidation_rounds(model: MarginModel) -> float:
+    """Liquidation rounds run this step."""
+    return float(model.liquidation_rounds)
+
+
+def core_reporters() -> dict[str, Reporter]:
+    """The metrics every run records, in column order."""
+    return {
+        "index_price": index_price,
+        "mid_price": mid_price,
+        "best_bid": best_bid,
+        "best_ask": best_ask,
+        "spread_bps": spread_bps,
+        "last_price": last_price,
+        "basis_bps": basis_bps,
+        "trades": trades,
+        "volume_base": volume_base,
+        "volume_quote": volume_quote,
+        "depth_bid_1pct": depth_bid_1pct,
+        "depth_ask_1pct": depth_ask_1pct,
+        "makers_quoting": makers_quoting,
+        "liquidation_rounds": liquidation_rounds,
+    }
+
+
+class _OraclePrice:
+    """Reporter of one oracle's price (a class, not a lambda, so it pickles)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, model: MarginModel) -> float:
+        return _or_nan(model.oracles.price(self.name))
+
+
+class _AmmPrice:
+    """Reporter of one AMM pool's price."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __call__(self, model: MarginModel) -> float:
+        return _or_nan(model.amms[self.index].mid_price())
+
+
+class MetricsRecorder:
+    """Collects one row of metrics per step into column lists; reading only.
+
+    Args:
+        reporters: Column name to reporter function.
+    """
+
+    def __init__(self, reporters: dict[str, Reporter]) -> None:
+        self.reporters = dict(reporters)
+        self.columns: dict[str, list[float]] = {"step": []}
+        self.columns.update({name: [] for name in self.reporters})
+
+    @classmethod
+    def for_model(cls, model: MarginModel) -> MetricsRecorder:
+        """The core metrics plus one column per oracle and per AMM pool of ``model``."""
+        reporters = core_reporters()
+        for name in model.oracles.names:
+            reporters[f"oracle_{name}"] = _OraclePrice(name)
+        for i, pool in enumerate(model.amms):
+            reporters[f"amm_{pool.pool_id}_price"] = _AmmPrice(i)
+        return cls(reporters)
+
+    def record(self, model: MarginModel, step: int) -> None:
+        """Append the row of ``step``."""
+        self.columns["step"].append(step)
+        for name, reporter in self.reporters.items():
+            value = reporter(model)
+            self.columns[name].append(value if math.isfinite(value) else _NAN)
+
+    def frame(self) -> pd.DataFrame:
+        """The recorded rows as a DataFrame (``step`` int64, metrics float64)."""
+        df = pd.DataFrame({k: np.asarray(v, dtype=np.float64) for k, v in self.columns.items()})
+        df["step"] = df["step"].astype(np.int64)
+        return df

@@ -1,0 +1,487 @@
+"""MarginModel: builds a run from a Scenario and owns the seven-phase step."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import mesa
+import numpy as np
+import pandas as pd
+
+from marginsim.agents.base import OrderBatch, Trader
+from marginsim.agents.fundamental import FundamentalTraders
+from marginsim.agents.market_maker import MarketMaker
+from marginsim.agents.noise import NoiseTraders
+from marginsim.config import Scenario, ShockConfig
+from marginsim.ledger import AssetSpec, ConservationError, Ledger
+from marginsim.market.amm import ConstantProductPool
+from marginsim.market.engine import BookSpec, MatchingEngine, OrderKind
+from marginsim.market.exogenous import apply_fundamental_jumps, make_driver
+from marginsim.market.oracle import OracleSet, make_oracle
+from marginsim.market.view import MarketView
+from marginsim.metrics import MetricsRecorder
+from marginsim.rng import RandomStreams
+
+__all__ = ["InvariantViolation", "MarginModel"]
+
+logger = logging.getLogger(__name__)
+
+_SECONDS_PER_YEAR = 365 * 86400
+
+
+class InvariantViolation(RuntimeError):
+    """An invariant (ledger conservation, ...) failed during a run with checks enabled."""
+
+
+class _Quotes:
+    """The :class:`~marginsim.market.oracle.PriceQuotes` the oracles read: books, pools, index."""
+
+    def __init__(self, model: MarginModel) -> None:
+        self._model = model
+
+    def mid_price(self, source: str) -> float | None:
+        pool = self._model.amm_by_id.get(source)
+        if pool is not None:
+            return pool.mid_price()
+        return self._model.engine.mid_price(source)
+
+    def last_price(self, source: str) -> float | None:
+        pool = self._model.amm_by_id.get(source)
+        if pool is not None:
+            return pool.mid_price()
+        return self._model.engine.last_price(source)
+
+    def index_price(self) -> float:
+        return self._model.index_price
+
+
+class MarginModel(mesa.Model):
+    """A run of a scenario: the shared market, the protocols and the agents.
+
+    One call of :meth:`step` runs the seven phases of DESIGN.md section 4 in order:
+    :meth:`phase_exogenous`, :meth:`phase_oracles`, :meth:`phase_accrual`,
+    :meth:`phase_agents`, :meth:`phase_liquidations`, :meth:`phase_settlement`,
+    :meth:`phase_record`. Data flows only down that list.
+
+    Args:
+        scenario: The validated scenario.
+        seed: Overrides ``scenario.run.seed``; a ``SeedSequence`` is how a sweep replicate
+            passes its own stream.
+        check_invariants: Verify ledger conservation after every step and raise
+            :class:`InvariantViolation` on the first failure.
+
+    Attributes:
+        ledger: Every token balance.
+        engine: The shared matching engine.
+        oracles: The scenario's oracles.
+        amms: The AMM pools, in scenario order.
+        index_path: The exogenous index, ``steps + 1`` values (value before step 0 first).
+        step_index: The step being run (0-based), ``-1`` before the first.
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        seed: int | np.random.SeedSequence | None = None,
+        check_invariants: bool = False,
+    ) -> None:
+        self.scenario = scenario
+        self.streams = RandomStreams(scenario.run.seed if seed is None else seed)
+        super().__init__(rng=self.streams.get("schedule"))
+        self.check_invariants = check_invariants
+        self.step_index = -1
+        self.liquidation_rounds = 0
+        # Later capabilities (lending pools, CDPs, perp venues) register here; the accrual,
+        # liquidation and settlement phases iterate over them.
+        self.protocols: list[object] = []
+        self.shock_rows: list[dict[str, object]] = []
+
+        self._build_ledger()
+        self._build_market()
+        self._build_exogenous()
+        self._build_agents()
+        self._build_accounts()
+        self.view = MarketView(self.engine, self.ledger, self.oracles, self.index_path)
+        self.trades_at_step_start = self.engine.n_trades
+        self.recorder = MetricsRecorder.for_model(self)
+        if self.check_invariants:
+            self._check_invariants("initial state")
+
+    # ================================================================ construction
+    def _build_ledger(self) -> None:
+        sc = self.scenario
+        assets = [AssetSpec(a.symbol, a.decimals) for a in sc.assets]
+        # Each AMM pool's LP share is an asset of its own (9 decimals).
+        assets += [AssetSpec(f"LP-{p.id}", 9) for p in sc.amms]
+        self.ledger = Ledger(assets)
+        self.escrow_holder = self.ledger.add_holder("engine:escrow")
+
+    def _units(self, symbol: str, amount: float) -> int:
+        """Human amount to ledger units, rounded down (never creates value)."""
+        return int(math.floor(amount * 10 ** self.scenario.asset_decimals(symbol) + 1e-9))
+
+    def _build_market(self) -> None:
+        sc, ledger = self.scenario, self.ledger
+        specs = []
+        for ins in sc.instruments:
+            base_dec = sc.asset_decimals(ins.base)
+            quote_dec = sc.asset_decimals(ins.quote)
+            specs.append(
+                BookSpec(
+                    instrument_id=ins.id,
+                    kind=ins.kind,
+                    base_asset=ledger.asset_id(ins.base),
+                    quote_asset=ledger.asset_id(ins.quote),
+                    base_units_per_lot=round(ins.lot * 10**base_dec),
+                    quote_units_per_tick_lot=round(ins.tick * ins.lot * 10**quote_dec),
+                    tick=ins.tick,
+                    lot=ins.lot,
+                    maker_fee=ins.maker_fee,
+                    taker_fee=ins.taker_fee,
+                    fee_holder=ledger.add_holder(f"fees:{ins.id}"),
+                )
+            )
+        self.engine = MatchingEngine(ledger, specs, escrow_holder=self.escrow_holder)
+        self.instrument_index = {ins.id: k for k, ins in enumerate(sc.instruments)}
+        spot = [k for k, ins in enumerate(sc.instruments) if ins.kind == "spot"]
+        self.primary_instrument = spot[0] if spot else -1
+        self.primary_instrument_id = sc.instruments[spot[0]].id if spot else ""
+
+        self.amms: list[ConstantProductPool] = []
+        for pool_cfg in sc.amms:
+            holder = ledger.add_holder(f"amm:{pool_cfg.id}")
+            pool = ConstantProductPool(
+                ledger,
+                pool_id=pool_cfg.id,
+                base_asset=ledger.asset_id(pool_cfg.base),
+                quote_asset=ledger.asset_id(pool_cfg.quote),
+                lp_asset=ledger.asset_id(f"LP-{pool_cfg.id}"),
+                pool_holder=holder,
+                fee_ppm=round(pool_cfg.fee * 1_000_000),
+            )
+            seeder = ledger.add_holder(f"amm:{pool_cfg.id}:seed-lp")
+            base_units = self._units(pool_cfg.base, pool_cfg.initial_base)
+            quote_units = self._units(pool_cfg.quote, pool_cfg.initial_quote)
+            ledger.mint(seeder, pool.base_asset, base_units, "initial AMM liquidity")
+            ledger.mint(seeder, pool.quote_asset, quote_units, "initial AMM liquidity")
+            pool.add_liquidity(seeder, base_units, quote_units)
+            self.amms.append(pool)
+        self.amm_by_id = {p.pool_id: p for p in self.amms}
+
+        self.oracles = OracleSet(
+            [make_oracle(name, **cfg.model_dump()) for name, cfg in sc.oracles.items()]
+        )
+        self.quotes = _Quotes(self)
+
+    def _build_exogenous(self) -> None:
+        sc = self.scenario
+        ex = sc.exogenous
+        params = ex.model_dump(exclude={"model", "asset", "quote"}, exclude_none=True)
+        driver = make_driver(ex.model, **_driver_params(ex.model, params))
+        path = driver.generate(sc.run.steps, sc.run.step_seconds, self.streams.get("exogenous"))
+        jumps = [s for s in sc.shocks if s.kind == "fundamental_jump" and s.step < sc.run.steps]
+        if jumps:
+            # A jump scheduled for step t moves the index during step t, i.e. from value t+1.
+            path = apply_fundamental_jumps(
+                path, [s.step + 1 for s in jumps], [s.size for s in jumps]
+            )
+        self.index_path = np.asarray(path, dtype=np.float64)
+        self.index_price = float(self.index_path[0])
+        dt = sc.run.step_seconds / _SECONDS_PER_YEAR
+        self.calm_volatility = max(ex.volatility, 1e-6) * math.sqrt(dt)
+        self.shocks_by_step: dict[int, list[ShockConfig]] = {}
+        for shock in sc.shocks:
+            if shock.step >= sc.run.steps:
+                logger.warning(
+                    "shock %s at step %d is after the last step (%d): it will not fire",
+                    shock.kind,
+                    shock.step,
+                    sc.run.steps - 1,
+                )
+            self.shocks_by_step.setdefault(shock.step, []).append(shock)
+        self.shock_holder = self.ledger.add_holder("outside:shock")
+
+    def _endow(self, first: int, count: int, symbol: str, amount: float) -> None:
+        units = self._units(symbol, amount)
+        if units:
+            asset = self.ledger.asset_id(symbol)
+            for holder in range(first, first + count):
+                self.ledger.mint(holder, asset, units, "initial endowment")
+
+    def _build_agents(self) -> None:
+        sc, ledger = self.scenario, self.ledger
+        agents = sc.agents
+        self.market_makers: list[MarketMaker] = []
+        self.traders: list[Trader] = []
+        mm = agents.market_makers
+        if mm.count:
+            ins = self.instrument_index[sc.instrument(mm.instrument).id]
+            spec = self.engine.specs[ins]
+            base_sym, quote_sym = (
+                sc.instrument(mm.instrument).base,
+                sc.instrument(mm.instrument).quote,
+            )
+            for k in range(mm.count):
+                holder = ledger.add_holder(f"market_maker[{k}]")
+                self._endow(holder, 1, base_sym, mm.capital_base)
+                self._endow(holder, 1, quote_sym, mm.capital_quote)
+                self.market_makers.append(
+                    MarketMaker(
+                        self,
+                        mm,
+                        holder,
+                        ins,
+                        spec.base_asset,
+                        spec.quote_asset,
+                        self.calm_volatility,
+                    )
+                )
+        for key, cls in (("noise", NoiseTraders), ("fundamental", FundamentalTraders)):
+            cfg = getattr(agents, key)
+            if not cfg.count:
+                continue
+            ins_cfg = sc.instrument(cfg.instrument)
+            first = ledger.add_holders(key, cfg.count)
+            self._endow(first, cfg.count, ins_cfg.base, cfg.capital_base)
+            self._endow(first, cfg.count, ins_cfg.quote, cfg.capital_quote)
+            self.traders.append(
+                cls(
+                    self,
+                    cfg,
+                    first,
+                    self.instrument_index[ins_cfg.id],
+                    self.streams.get(f"population:{key}"),
+                )
+            )
+
+    def _build_accounts(self) -> None:
+        for acc in self.scenario.accounts:
+            holder = self.ledger.add_holder(f"account:{acc.id}")
+            for symbol, amount in acc.wallet.items():
+                self._endow(holder, 1, symbol, amount)
+
+    # ================================================================ the step
+    def step(self) -> None:
+        """Run one step: the seven phases of DESIGN.md section 4, in order."""
+        self.step_index += 1
+        self.view.step = self.step_index
+        self.engine.step = self.step_index
+        for pool in self.amms:
+            pool.step = self.step_index
+        self.trades_at_step_start = self.engine.n_trades
+        self.phase_exogenous()
+        self.phase_oracles()
+        self.phase_accrual()
+        self.phase_agents()
+        self.phase_liquidations()
+        self.phase_settlement()
+        self.phase_record()
+
+    def phase_exogenous(self) -> None:
+        """1. The index moves to its next value; scheduled shocks fire."""
+        t = self.step_index
+        self.index_price = float(self.index_path[t + 1])
+        for maker in self.market_makers:
+            if maker.size_factor < 1.0 and t >= maker.restore_step:
+                maker.size_factor = 1.0
+        for shock in self.shocks_by_step.get(t, []):
+            self._fire_shock(shock)
+
+    def _fire_shock(self, shock: ShockConfig) -> None:
+        row: dict[str, object] = {
+            "step": self.step_index,
+            "kind": shock.kind,
+            "size": shock.size,
+            "instrument": shock.instrument or "",
+            "filled": 0.0,
+            "avg_price": math.nan,
+            "mid_before": math.nan,
+            "mid_after": math.nan,
+        }
+        if shock.kind == "sell_order":
+            ins = self.instrument_index[shock.instrument]
+            spec = self.engine.specs[ins]
+            side = -1 if shock.size > 0 else 1
+            lots = int(abs(shock.size) / spec.lot + 1e-9)
+            if side < 0:
+                self.ledger.mint(
+                    self.shock_holder,
+                    spec.base_asset,
+                    lots * spec.base_units_per_lot,
+                    "exogenous sell-order shock",
+                )
+            else:
+                # An outside buyer brings enough quote to pay up to 10x the index.
+                need = int(
+                    lots * (10 * self.index_price / spec.tick + 1) * spec.quote_units_per_tick_lot
+                )
+                self.ledger.mint(
+                    self.shock_holder, spec.quote_asset, need, "exogenous buy-order shock"
+                )
+            row["mid_before"] = _nan_if_none(self.engine.mid_price(ins))
+            start = self.engine.n_trades
+            batch = OrderBatch.build(ins, side, int(OrderKind.MARKET), 0, lots, self.shock_holder)
+            self._submit(batch)
+            fills = self.engine.trade_arrays(start)
+            filled_lots = int(fills["qty_lots"].sum())
+            row["filled"] = filled_lots * spec.lot
+            if filled_lots:
+                notional = float((fills["price_ticks"] * fills["qty_lots"]).sum())
+                row["avg_price"] = notional / filled_lots * spec.tick
+            row["mid_after"] = _nan_if_none(self.engine.mid_price(ins))
+        elif shock.kind == "liquidity_withdrawal":
+            for maker in self.market_makers:
+                maker.size_factor = 1.0 - shock.size
+                maker.restore_step = self.step_index + shock.duration_steps
+        self.shock_rows.append(row)
+
+    def phase_oracles(self) -> None:
+        """2. Every oracle observes the market (and the index) and maybe publishes."""
+        self.oracles.update_all(self.step_index, self.quotes)
+
+    def phase_accrual(self) -> None:
+        """3. Interest and funding accrue in every registered protocol."""
+        for protocol in self.protocols:
+            protocol.accrue(self.step_index)  # type: ignore[attr-defined]
+
+    def _submit(self, batch: OrderBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if len(batch) == 0:
+            z = np.zeros(0, dtype=np.int64)
+            return z, z, z, z
+        return self.engine.submit_batch(
+            batch.instrument,
+            batch.side,
+            batch.kind,
+            batch.price_ticks,
+            batch.qty_lots,
+            batch.account,
+            batch.order_ref,
+        )
+
+    def phase_agents(self) -> None:
+        """4. Market makers requote, then traders act in a shuffled, seeded order.
+
+        Each agent decides from the market as the previous agents left it, and its orders
+        are submitted before the next agent acts.
+        """
+        for maker in self.market_makers:
+            self._submit(maker.withdraw())
+            batch = maker.act(self.view)
+            order_id, status, _, resting = self._submit(batch)
+            maker.on_results(batch, order_id, status, resting)
+        order = list(self.traders)
+        self.random.shuffle(order)
+        for trader in order:
+            batch = trader.act(self.view)
+            order_id, status, _, resting = self._submit(batch)
+            trader.on_results(batch, order_id, status, resting)
+
+    def phase_liquidations(self) -> None:
+        """5. Protocols flag accounts below maintenance; rounds repeat while any liquidate.
+
+        Market makers do not requote between rounds, so forced sales can exhaust depth.
+        """
+        self.liquidation_rounds = 0
+        while self.liquidation_rounds < self.scenario.run.max_liquidation_rounds:
+            liquidated = 0
+            for protocol in self.protocols:
+                liquidated += protocol.liquidate(self.step_index)  # type: ignore[attr-defined]
+            if liquidated == 0:
+                break
+            self.liquidation_rounds += 1
+
+    def phase_settlement(self) -> None:
+        """6. Bad debt is recognised, insurance pays, losses propagate; invariants checked."""
+        for protocol in self.protocols:
+            protocol.settle(self.step_index)  # type: ignore[attr-defined]
+        if self.check_invariants:
+            self._check_invariants(f"step {self.step_index}")
+
+    def phase_record(self) -> None:
+        """7. Metrics of this step are read and stored."""
+        self.recorder.record(self, self.step_index)
+
+    def _check_invariants(self, where: str) -> None:
+        try:
+            self.ledger.check_conservation()
+            self.engine.check_invariants()
+        except (ConservationError, AssertionError) as exc:
+            raise InvariantViolation(f"invariant violated after {where}: {exc}") from exc
+
+    # ================================================================ outputs
+    def run(self) -> None:
+        """Run every step of the scenario."""
+        for _ in range(self.scenario.run.steps - self.step_index - 1):
+            self.step()
+
+    def metrics_frame(self) -> pd.DataFrame:
+        """Recorded per-step metrics."""
+        return self.recorder.frame()
+
+    def event_tables(self) -> dict[str, pd.DataFrame]:
+        """Event tables: ``trades``, ``swaps``, ``shocks``, ``mints``."""
+        shocks = pd.DataFrame(self.shock_rows, columns=list(_SHOCK_COLUMNS))
+        journal = self.ledger.journal
+        mints = pd.DataFrame(
+            {
+                "holder": [self.ledger.holder_name(h) for h, _, _, _ in journal],
+                "asset": [self.ledger.assets[a].symbol for _, a, _, _ in journal],
+                "amount_units": np.array([x for _, _, x, _ in journal], dtype=np.int64),
+                "reason": [r for _, _, _, r in journal],
+            }
+        )
+        swaps = [p.swaps_frame() for p in self.amms]
+        return {
+            "trades": self.engine.trades_frame(),
+            "swaps": pd.concat(swaps, ignore_index=True) if swaps else _empty_swaps(),
+            "shocks": shocks.astype(_SHOCK_COLUMNS),
+            "mints": mints,
+        }
+
+
+#: Columns of the ``shocks`` event table: when and what fired, and for an exogenous order how
+#: much filled, at what average price, and the book mid just before and just after it.
+_SHOCK_COLUMNS = {
+    "step": np.int64,
+    "kind": object,
+    "size": np.float64,
+    "instrument": object,
+    "filled": np.float64,
+    "avg_price": np.float64,
+    "mid_before": np.float64,
+    "mid_after": np.float64,
+}
+
+
+def _nan_if_none(x: float | None) -> float:
+    return math.nan if x is None else float(x)
+
+
+def _empty_swaps() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "step": np.zeros(0, np.int64),
+            "pool": pd.Series([], dtype=object),
+            "holder": np.zeros(0, np.int64),
+            "side": np.zeros(0, np.int64),
+            "amount_in": np.zeros(0, np.int64),
+            "amount_out": np.zeros(0, np.int64),
+            "price": np.zeros(0, np.float64),
+        }
+    )
+
+
+def _driver_params(model: str, params: dict[str, object]) -> dict[str, object]:
+    """The exogenous config fields each driver takes."""
+    keep = {
+        "gbm": ("initial", "drift", "volatility"),
+        "jump": ("initial", "drift", "volatility", "jump_intensity", "jump_mean", "jump_std"),
+        "garch": ("initial", "drift", "volatility", "alpha", "beta"),
+        "path": ("initial", "values", "segments"),
+        "replay": ("file", "column", "start_row", "scale"),
+    }[model]
+    out = {k: params[k] for k in keep if k in params}
+    if model == "replay":
+        out["path"] = out.pop("file")
+    return out

@@ -1,0 +1,102 @@
+"""The model loop: phase order, invariants on every built-in scenario, the default scenario."""
+
+import numpy as np
+import pytest
+
+from marginsim.config import Scenario
+from marginsim.experiments.runner import run
+from marginsim.experiments.scenarios import builtin_scenarios, load_scenario
+from marginsim.model import MarginModel
+
+
+def test_step_runs_the_seven_phases_in_order(monkeypatch):
+    calls = []
+    names = ["exogenous", "oracles", "accrual", "agents", "liquidations", "settlement", "record"]
+    for name in names:
+        original = getattr(MarginModel, f"phase_{name}")
+
+        def wrapped(self, _original=original, _name=name):
+            calls.append(_name)
+            _original(self)
+
+        monkeypatch.setattr(MarginModel, f"phase_{name}", wrapped)
+    model = MarginModel(load_scenario("default").with_overrides({"run.steps": 2}))
+    model.step()
+    model.step()
+    assert calls == names * 2
+    assert model.steps == 2 and model.step_index == 1
+
+
+@pytest.mark.parametrize("name", sorted(builtin_scenarios()))
+def test_conservation_holds_after_every_step_of_every_builtin(name):
+    scenario = load_scenario(name)
+    # Every step is checked (InvariantViolation would raise); the test also re-checks here.
+    model = MarginModel(scenario, check_invariants=True)
+    model.run()
+    model.ledger.check_conservation()
+    assert model.step_index == scenario.run.steps - 1
+
+
+def test_model_rng_is_seeded_from_the_schedule_stream():
+    a = MarginModel(load_scenario("default"))
+    b = MarginModel(load_scenario("default"))
+    assert a.random.random() == b.random.random()
+    assert a.rng.random() == b.rng.random()
+
+
+def test_index_path_starts_at_initial_and_has_steps_plus_one_values():
+    model = MarginModel(load_scenario("default").with_overrides({"run.steps": 50}))
+    assert model.index_path.shape == (51,)
+    assert model.index_path[0] == 2000.0
+
+
+def test_fundamental_jump_moves_the_index_in_its_step():
+    base = load_scenario("default").with_overrides({"run.steps": 20, "agents.noise.count": 0})
+    jumped = base.with_overrides(
+        {"shocks": [{"step": 5, "kind": "fundamental_jump", "size": -0.2}]}
+    )
+    a = MarginModel(base).index_path
+    b = MarginModel(jumped).index_path
+    np.testing.assert_array_equal(a[:6], b[:6])
+    np.testing.assert_allclose(b[6:], a[6:] * 0.8, rtol=1e-12)
+
+
+def test_default_scenario_does_what_it_is_for():
+    """A calm day: the book tracks the index; the noon sell order dents the price, and
+    informed traders and makers pull it back."""
+    result = run(load_scenario("default"))
+    m = result.metrics.set_index("step")
+    assert len(m) == 1440 and (m.index.to_numpy() == np.arange(1440)).all()
+    # The book stays close to the outside price on a calm day.
+    assert m["basis_bps"].abs().median() < 10
+    assert m["makers_quoting"].min() == 5
+    # The 250 WETH market sell at step 720 fills in full below the mid and dents it...
+    shock = result.events["shocks"].iloc[0]
+    assert (shock["kind"], shock["step"], shock["filled"]) == ("sell_order", 720, 250.0)
+    assert shock["avg_price"] < shock["mid_before"]
+    assert shock["mid_after"] / shock["mid_before"] - 1 < -0.001
+    assert m.loc[720, "depth_bid_1pct"] < 0.8 * m.loc[719, "depth_bid_1pct"]
+    # ...and ten minutes later informed traders and makers have closed the gap.
+    assert abs(m.loc[730, "basis_bps"]) < 10
+    assert result.summary["trades"] > 10_000
+
+
+def test_empty_market_runs_and_reports_missing_prices():
+    scenario = Scenario.from_toml_str("""
+name = "empty"
+[run]
+steps = 3
+[[instruments]]
+id = "WETH-USDC"
+base = "WETH"
+quote = "USDC"
+tick = 0.01
+lot = 0.001
+[oracles.mid]
+kind = "mid"
+source = "WETH-USDC"
+""")
+    result = run(scenario)
+    assert result.metrics["mid_price"].isna().all()
+    assert result.metrics["oracle_mid"].isna().all()  # no price yet, reported as missing
+    assert result.summary["trades"] == 0
