@@ -5,7 +5,7 @@ Examples:
     >>> scenario = marginsim.load_scenario("default")
     >>> result = marginsim.run(scenario.with_overrides({"run.steps": 5}))
     >>> sorted(result.events)
-    ['mints', 'shocks', 'swaps', 'trades']
+    ['holders', 'mints', 'shocks', 'swaps', 'trades']
 """
 
 from __future__ import annotations

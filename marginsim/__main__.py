@@ -48,7 +48,9 @@ def _load(name_or_path: str, overrides: dict[str, Any]) -> Scenario:
 
 def _format_value(value: Any) -> str:
     if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:,.6g}"
+        if math.isnan(value):
+            return "nan"
+        return f"{value:,.2f}" if abs(value) >= 1000 else f"{value:.6g}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)

@@ -239,6 +239,16 @@ class Ledger:
         block = self._blocks[lo]
         return block.prefix if block.single else f"{block.prefix}[{holder - block.start}]"
 
+    def holder_names(self) -> list[str]:
+        """Names of all holders, in id order (one pass over the blocks, no search)."""
+        names: list[str] = []
+        for block in self._blocks:
+            if block.single:
+                names.append(block.prefix)
+            else:
+                names.extend(f"{block.prefix}[{i}]" for i in range(block.count))
+        return names
+
     def _check_holder(self, holder: int) -> None:
         if not 0 <= holder < self._n_holders:
             raise LedgerError(f"unknown holder id {holder}; {self._n_holders} holders exist")

@@ -420,7 +420,11 @@ class MarginModel(mesa.Model):
         return self.recorder.frame()
 
     def event_tables(self) -> dict[str, pd.DataFrame]:
-        """Event tables: ``trades``, ``swaps``, ``shocks``, ``mints``."""
+        """Event tables: ``trades``, ``swaps``, ``shocks``, ``mints``, ``holders``.
+
+        Holder ids in the other tables (buyer, seller, holder) resolve to names through
+        ``holders`` (``holder``, ``name``).
+        """
         shocks = pd.DataFrame(self.shock_rows, columns=list(_SHOCK_COLUMNS))
         journal = self.ledger.journal
         mints = pd.DataFrame(
@@ -437,6 +441,10 @@ class MarginModel(mesa.Model):
             "swaps": pd.concat(swaps, ignore_index=True) if swaps else _empty_swaps(),
             "shocks": shocks.astype(_SHOCK_COLUMNS),
             "mints": mints,
+            "holders": pd.DataFrame({
+                "holder": np.arange(self.ledger.n_holders, dtype=np.int64),
+                "name": self.ledger.holder_names(),
+            }),
         }
 
 

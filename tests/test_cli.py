@@ -25,6 +25,7 @@ def test_run_writes_results_and_prints_summary(tmp_path):
     assert folder.parent == tmp_path / "default"
     names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     assert names == [
+        "events/holders.parquet",
         "events/mints.parquet",
         "events/shocks.parquet",
         "events/swaps.parquet",

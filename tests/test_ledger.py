@@ -68,6 +68,8 @@ def test_holder_blocks_are_named_and_found():
     assert ledger.holder_name(first + 999) == "noise[999]"
     assert ledger.holder_id("noise[17]") == first + 17
     assert ledger.holder_name(bob) == "bob"
+    names = ledger.holder_names()
+    assert names[:4] == ["alice", "bob", "noise[0]", "noise[1]"] and len(names) == 1002
     with pytest.raises(LedgerError):
         ledger.holder_id("noise[1000]")
     with pytest.raises(LedgerError):
