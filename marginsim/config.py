@@ -370,6 +370,8 @@ class AuctionConfig(_Frozen):
         reset_below: An auction whose price falls below this share of its start price
             restarts.
         penalty: Added to the debt to raise (0.13 = 13%).
+        max_resets: An auction that would need more resets than this expires: its collateral
+            goes to the protocol and its unraised debt becomes bad debt.
     """
 
     start_multiplier: Annotated[float, Field(ge=1, le=10)] = 1.2
@@ -377,6 +379,7 @@ class AuctionConfig(_Frozen):
     reset_after_steps: int = Field(default=90, ge=1)
     reset_below: Annotated[float, Field(gt=0, lt=1)] = 0.4
     penalty: Annotated[float, Field(ge=0, lt=1)] = 0.13
+    max_resets: int = Field(default=3, ge=0, le=1000)
 
 
 class CdpConfig(_Frozen):
