@@ -397,8 +397,9 @@ class CdpProtocol:
         rate: Maker's ``rate``: debt accumulated per unit of normalised debt, 1.0 at start.
 
     Raises:
-        ValueError: Every method raises it for a holder id the ledger does not know or that is one of the protocol's own accounts
-            (a programming error, unlike a refusal, which is a result).
+        ValueError: Every method raises it for a holder id the ledger does not know or that
+            is one of the protocol's own accounts (a programming error, unlike a refusal,
+            which is a result).
         LedgerError: If an asset is unknown or the holder names are taken.
 
     Examples:
