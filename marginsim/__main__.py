@@ -117,6 +117,8 @@ def run_command(
     try:
         result = run(sc, check_invariants=check_invariants, progress=progress)
         folder = write_run(result, out_dir, experiment)
+    except ScenarioError as exc:  # found while building the run (e.g. an unhealthy account)
+        _fail_input(str(exc))
     except Exception as exc:  # noqa: BLE001 - every failure gets a saved traceback
         parent = Path(out_dir) / (experiment or sc.name)
         parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,8 @@ from pydantic import (
     model_validator,
 )
 
+from marginsim.presets import LENDING_PRESETS
+
 __all__ = [
     "AccountConfig",
     "AgentsConfig",
@@ -46,6 +48,7 @@ __all__ = [
     "ExogenousConfig",
     "FundamentalTradersConfig",
     "InstrumentConfig",
+    "LiquidatorsConfig",
     "MarketMakersConfig",
     "NetworkConfig",
     "NoiseTradersConfig",
@@ -339,18 +342,42 @@ class LendingConfig(_Frozen):
 
     Attributes:
         kind: ``"lending"``.
+        preset: ``"aave-v3"`` or ``"compound-v2"``: published parameters (see
+            :mod:`marginsim.presets` for sources and dates) fill every field the scenario
+            leaves out, pool-wide and for each reserve the scenario lists (a reserve still
+            needs its ``price``). Fields the scenario gives win.
         close_factor: Share of one debt asset a liquidator may repay in one call.
         full_close_below_hf: Health factor below which the whole debt may be repaid
             (Aave v3: 0.95; 0 disables, as in Compound v2).
+        flash_loans: Whether the pool lends flash loans (Compound v2 does not).
         flash_loan_fee: Fee of a flash loan, relative to the amount (Aave v3: 0.0005).
         reserves: Reserves by asset symbol.
     """
 
     kind: Literal["lending"]
+    preset: Literal["aave-v3", "compound-v2"] | None = None
     close_factor: Annotated[float, Field(gt=0, le=1)] = 0.5
     full_close_below_hf: Fraction = 0.95
+    flash_loans: bool = True
     flash_loan_fee: Annotated[float, Field(ge=0, lt=0.1)] = 0.0005
     reserves: dict[str, ReserveConfig]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("preset") not in LENDING_PRESETS:
+            return data
+        preset = LENDING_PRESETS[data["preset"]]
+        merged = {k: v for k, v in preset.items() if k != "reserves"} | data
+        reserves = data.get("reserves")
+        if isinstance(reserves, dict):
+            merged["reserves"] = {
+                symbol: (preset["reserves"].get(symbol, {}) | given)
+                if isinstance(given, dict)
+                else given
+                for symbol, given in reserves.items()
+            }
+        return merged
 
     @field_validator("reserves")
     @classmethod
@@ -558,12 +585,36 @@ class MarketMakersConfig(_Frozen):
     withdraw_on_volatility: PositiveFloat = 3.0
 
 
+class LiquidatorsConfig(_Frozen):
+    """Liquidation bots and CDP keepers (individuals).
+
+    Every liquidation round each bot, in a seeded shuffled order, scans the lending pools for
+    accounts with health factor below 1 (largest debt first) and the CDPs for unsafe vaults
+    and running auctions, and acts where it expects a profit of at least ``min_profit`` after
+    selling the seized collateral on the shared book, as far as its wallet can pay.
+
+    Attributes:
+        count: Number of bots.
+        capital: Starting wallet of each bot, by asset symbol, in human units.
+        min_profit: Least expected profit, relative to the value repaid, to act.
+        sell_collateral: Sell seized collateral on the book at once (``true``) or keep it.
+        max_actions_per_round: Liquidations or takes one bot makes in one round.
+    """
+
+    count: int = Field(default=0, ge=0, le=10_000)
+    capital: dict[str, NonNegFloat] = Field(default_factory=lambda: {"USDC": 500_000.0})
+    min_profit: Annotated[float, Field(ge=-1, lt=1)] = 0.0
+    sell_collateral: bool = True
+    max_actions_per_round: int = Field(default=20, ge=1)
+
+
 class AgentsConfig(_Frozen):
     """The agents of a run: populations and individuals, by kind."""
 
     noise: NoiseTradersConfig = NoiseTradersConfig()
     fundamental: FundamentalTradersConfig = FundamentalTradersConfig()
     market_makers: MarketMakersConfig = MarketMakersConfig()
+    liquidators: LiquidatorsConfig = LiquidatorsConfig()
 
 
 # ------------------------------------------------------------------------------- accounts
@@ -723,6 +774,8 @@ class Scenario(_Frozen):
                         f"unknown spot instrument {cfg.instrument!r}; have {spot}",
                     )
                 )
+        for sym in self.agents.liquidators.capital if self.agents.liquidators.count else ():
+            asset(f"agents.liquidators.capital.{sym}", sym)
         for k, shock in enumerate(self.shocks):
             if shock.instrument is not None and shock.instrument not in spot:
                 problems.append(

@@ -27,6 +27,9 @@ makers_quoting              market makers that posted quotes this step
 oracle_<name>               each oracle's published price (NaN before its first)
 amm_<id>_price              each AMM pool's price, quote/base
 liquidation_rounds          liquidation rounds run this step
+liquidations                liquidations and auction takes this step, all rounds
+<pool>_<key>                each lending pool's metrics (see LendingPool.metrics)
+<cdp>_<key>                 each CDP's metrics (see CdpProtocol.metrics)
 ==========================  =========================================================
 """
 
@@ -136,6 +139,11 @@ def liquidation_rounds(model: MarginModel) -> float:
     return float(model.liquidation_rounds)
 
 
+def liquidations(model: MarginModel) -> float:
+    """Liquidations and auction takes this step."""
+    return float(model.liquidations_this_step)
+
+
 def core_reporters() -> dict[str, Reporter]:
     """The metrics every run records, in column order."""
     return {
@@ -153,6 +161,7 @@ def core_reporters() -> dict[str, Reporter]:
         "depth_ask_1pct": depth_ask_1pct,
         "makers_quoting": makers_quoting,
         "liquidation_rounds": liquidation_rounds,
+        "liquidations": liquidations,
     }
 
 
@@ -176,15 +185,35 @@ class _AmmPrice:
         return _or_nan(model.amms[self.index].mid_price())
 
 
+class _ProtocolMetrics:
+    """Group reporter: every metric of one protocol, prefixed with its name."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        self.kind = kind
+        self.name = name
+
+    def __call__(self, model: MarginModel) -> dict[str, float]:
+        venue = (model.lending if self.kind == "lending" else model.cdps)[self.name]
+        return {f"{self.name}_{k}": float(v) for k, v in venue.metrics().items()}
+
+
+GroupReporter = Callable[["MarginModel"], dict[str, float]]
+
+
 class MetricsRecorder:
     """Collects one row of metrics per step into column lists; reading only.
 
     Args:
         reporters: Column name to reporter function.
+        groups: Reporters that return several named columns at once (a protocol's metrics);
+            their columns are fixed by the keys of their first answer.
     """
 
-    def __init__(self, reporters: dict[str, Reporter]) -> None:
+    def __init__(
+        self, reporters: dict[str, Reporter], groups: list[GroupReporter] | None = None
+    ) -> None:
         self.reporters = dict(reporters)
+        self.groups = list(groups or [])
         self.columns: dict[str, list[float]] = {"step": []}
         self.columns.update({name: [] for name in self.reporters})
 
@@ -196,7 +225,12 @@ class MetricsRecorder:
             reporters[f"oracle_{name}"] = _OraclePrice(name)
         for i, pool in enumerate(model.amms):
             reporters[f"amm_{pool.pool_id}_price"] = _AmmPrice(i)
-        return cls(reporters)
+        groups: list[GroupReporter] = [_ProtocolMetrics("lending", n) for n in model.lending]
+        groups += [_ProtocolMetrics("cdp", n) for n in model.cdps]
+        recorder = cls(reporters, groups)
+        for group in groups:
+            recorder.columns.update({name: [] for name in group(model)})
+        return recorder
 
     def record(self, model: MarginModel, step: int) -> None:
         """Append the row of ``step``."""
@@ -204,6 +238,9 @@ class MetricsRecorder:
         for name, reporter in self.reporters.items():
             value = reporter(model)
             self.columns[name].append(value if math.isfinite(value) else _NAN)
+        for group in self.groups:
+            for name, value in group(model).items():
+                self.columns[name].append(value if math.isfinite(value) else _NAN)
 
     def frame(self) -> pd.DataFrame:
         """The recorded rows as a DataFrame (``step`` int64, metrics float64)."""

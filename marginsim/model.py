@@ -11,9 +11,10 @@ import pandas as pd
 
 from marginsim.agents.base import OrderBatch, Trader
 from marginsim.agents.fundamental import FundamentalTraders
+from marginsim.agents.liquidator import BarkCall, LiquidateCall, Liquidator, TakeCall
 from marginsim.agents.market_maker import MarketMaker
 from marginsim.agents.noise import NoiseTraders
-from marginsim.config import Scenario, ShockConfig
+from marginsim.config import CdpConfig, LendingConfig, Scenario, ScenarioError, ShockConfig
 from marginsim.ledger import AssetSpec, ConservationError, Ledger
 from marginsim.market.amm import ConstantProductPool
 from marginsim.market.engine import BookSpec, MatchingEngine, OrderKind
@@ -21,6 +22,9 @@ from marginsim.market.exogenous import apply_fundamental_jumps, make_driver
 from marginsim.market.oracle import OracleSet, make_oracle
 from marginsim.market.view import MarketView
 from marginsim.metrics import MetricsRecorder
+from marginsim.protocols.cdp import AUCTION_COLUMNS, CdpProtocol
+from marginsim.protocols.lending import LendingPool
+from marginsim.protocols.view import ProtocolsView
 from marginsim.rng import RandomStreams
 
 __all__ = ["InvariantViolation", "MarginModel"]
@@ -54,6 +58,30 @@ class _Quotes:
 
     def index_price(self) -> float:
         return self._model.index_price
+
+
+class _Prices:
+    """The protocols' :class:`~marginsim.protocols.lending.PriceFeed`: oracle names or constants.
+
+    Before step 0 (while explicit accounts are placed) no oracle has observed anything and
+    the books are empty, so an oracle whose source prices the exogenous asset reports the
+    index's initial value, and any other oracle has no price yet.
+    """
+
+    def __init__(self, oracles: OracleSet, initial: dict[str, float | None]) -> None:
+        self._oracles = oracles
+        self._initial: dict[str, float | None] | None = initial
+
+    def started(self) -> None:
+        """From now on, oracles report what they have observed."""
+        self._initial = None
+
+    def price(self, ref: str | float) -> float | None:
+        if not isinstance(ref, str):
+            return float(ref)
+        if self._initial is not None:
+            return self._initial[ref]
+        return self._oracles.price(ref)
 
 
 class MarginModel(mesa.Model):
@@ -92,14 +120,14 @@ class MarginModel(mesa.Model):
         self.check_invariants = check_invariants
         self.step_index = -1
         self.liquidation_rounds = 0
-        # Later capabilities (lending pools, CDPs, perp venues) register here; the accrual,
-        # liquidation and settlement phases iterate over them.
-        self.protocols: list[object] = []
         self.shock_rows: list[dict[str, object]] = []
+        #: Liquidations (lending) and auction takes (CDP) in the current step, all rounds.
+        self.liquidations_this_step = 0
 
         self._build_ledger()
         self._build_market()
         self._build_exogenous()
+        self._build_protocols()
         self._build_agents()
         self._build_accounts()
         self.view = MarketView(self.engine, self.ledger, self.oracles, self.index_path)
@@ -112,8 +140,13 @@ class MarginModel(mesa.Model):
     def _build_ledger(self) -> None:
         sc = self.scenario
         assets = [AssetSpec(a.symbol, a.decimals) for a in sc.assets]
-        # Each AMM pool's LP share is an asset of its own (9 decimals).
+        # Each AMM pool's LP share is an asset of its own (9 decimals); each lending pool adds
+        # receipt and debt tokens per reserve.
         assets += [AssetSpec(f"LP-{p.id}", 9) for p in sc.amms]
+        decimals = {a.symbol: a.decimals for a in sc.assets}
+        for name, proto in sc.protocols.items():
+            if isinstance(proto, LendingConfig):
+                assets += LendingPool.derived_assets(name, proto, decimals)
         self.ledger = Ledger(assets)
         self.escrow_holder = self.ledger.add_holder("engine:escrow")
 
@@ -202,6 +235,29 @@ class MarginModel(mesa.Model):
             self.shocks_by_step.setdefault(shock.step, []).append(shock)
         self.shock_holder = self.ledger.add_holder("outside:shock")
 
+    def _initial_oracle_prices(self) -> dict[str, float | None]:
+        sc = self.scenario
+        index_asset = sc.exogenous.asset
+        bases = {i.id: i.base for i in sc.instruments} | {p.id: p.base for p in sc.amms}
+        out: dict[str, float | None] = {}
+        for name, cfg in sc.oracles.items():
+            sources = cfg.sources if cfg.kind == "median" else [cfg.source]
+            prices_index = all(s == "index" or bases.get(s) == index_asset for s in sources)
+            out[name] = float(self.index_path[0]) if prices_index else None
+        return out
+
+    def _build_protocols(self) -> None:
+        prices = _Prices(self.oracles, self._initial_oracle_prices())
+        self.prices = prices
+        self.lending: dict[str, LendingPool] = {}
+        self.cdps: dict[str, CdpProtocol] = {}
+        for name, cfg in self.scenario.protocols.items():
+            if isinstance(cfg, LendingConfig):
+                self.lending[name] = LendingPool(self.ledger, name, cfg, prices)
+            elif isinstance(cfg, CdpConfig):
+                self.cdps[name] = CdpProtocol(self.ledger, name, cfg, prices)
+        self.protocols_view = ProtocolsView(self.lending, self.cdps)
+
     def _endow(self, first: int, count: int, symbol: str, amount: float) -> None:
         units = self._units(symbol, amount)
         if units:
@@ -254,12 +310,46 @@ class MarginModel(mesa.Model):
                     self.streams.get(f"population:{key}"),
                 )
             )
+        self.liquidators: list[Liquidator] = []
+        liq = agents.liquidators
+        for k in range(liq.count):
+            holder = ledger.add_holder(f"liquidator[{k}]")
+            for symbol, amount in liq.capital.items():
+                self._endow(holder, 1, symbol, amount)
+            self.liquidators.append(Liquidator(self, liq, holder))
 
     def _build_accounts(self) -> None:
-        for acc in self.scenario.accounts:
+        """Place the scenario's explicit accounts (wallets and protocol positions).
+
+        Positions are valued at the initial prices of :class:`_Prices`; one that would be
+        liquidatable at once (or needs a price no oracle has yet) is refused with a
+        :class:`~marginsim.config.ScenarioError`.
+        """
+        for k, acc in enumerate(self.scenario.accounts):
             holder = self.ledger.add_holder(f"account:{acc.id}")
             for symbol, amount in acc.wallet.items():
                 self._endow(holder, 1, symbol, amount)
+            if acc.protocol is None:
+                continue
+            for symbol, amount in acc.collateral.items():
+                self._endow(holder, 1, symbol, amount)
+            collateral = {s: self._units(s, a) for s, a in acc.collateral.items()}
+            debt = {s: self._units(s, a) for s, a in acc.debt.items()}
+            try:
+                if acc.protocol in self.lending:
+                    # A replayed position may already sit beyond its LTV; it must be healthy.
+                    self.lending[acc.protocol].open_position(
+                        holder, collateral, debt, enforce_ltv=False
+                    )
+                else:
+                    result = self.cdps[acc.protocol].open_position(
+                        holder, sum(collateral.values()), sum(debt.values())
+                    )
+                    if not result.ok:
+                        raise ValueError(result.reason)
+            except ValueError as exc:
+                raise ScenarioError([(f"accounts[{k}]", str(exc))], "initial accounts") from None
+        self.prices.started()
 
     # ================================================================ the step
     def step(self) -> None:
@@ -267,8 +357,8 @@ class MarginModel(mesa.Model):
         self.step_index += 1
         self.view.step = self.step_index
         self.engine.step = self.step_index
-        for pool in self.amms:
-            pool.step = self.step_index
+        for venue in (*self.amms, *self.lending.values(), *self.cdps.values()):
+            venue.step = self.step_index
         self.trades_at_step_start = self.engine.n_trades
         self.phase_exogenous()
         self.phase_oracles()
@@ -341,9 +431,10 @@ class MarginModel(mesa.Model):
         self.oracles.update_all(self.step_index, self.quotes)
 
     def phase_accrual(self) -> None:
-        """3. Interest and funding accrue in every registered protocol."""
-        for protocol in self.protocols:
-            protocol.accrue(self.step_index)  # type: ignore[attr-defined]
+        """3. Interest accrues in every lending pool, stability fees in every CDP."""
+        seconds = self.scenario.run.step_seconds
+        for protocol in (*self.lending.values(), *self.cdps.values()):
+            protocol.accrue(self.step_index, seconds)
 
     def _submit(self, batch: OrderBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         if len(batch) == 0:
@@ -378,23 +469,79 @@ class MarginModel(mesa.Model):
             trader.on_results(batch, order_id, status, resting)
 
     def phase_liquidations(self) -> None:
-        """5. Protocols flag accounts below maintenance; rounds repeat while any liquidate.
+        """5. Liquidators compete for unhealthy accounts, in rounds, within the step.
 
-        Market makers do not requote between rounds, so forced sales can exhaust depth.
+        CDP auctions first advance to this step (prices decay, stale auctions reset). Then,
+        each round, the liquidators act in a freshly shuffled (seeded) order; the collateral
+        they seize is sold on the shared book at once, which moves the price the oracles and
+        the next accounts' health read. Oracles re-observe the market between rounds, so a
+        protocol whose oracle reads the book sees the crash it is causing. Rounds repeat
+        while any liquidation happened, up to ``run.max_liquidation_rounds``. Market makers
+        do not requote between rounds, so forced sales can exhaust depth.
         """
+        for cdp in self.cdps.values():
+            cdp.tick(self.step_index)
         self.liquidation_rounds = 0
+        self.liquidations_this_step = 0
+        if not self.liquidators:
+            return
         while self.liquidation_rounds < self.scenario.run.max_liquidation_rounds:
-            liquidated = 0
-            for protocol in self.protocols:
-                liquidated += protocol.liquidate(self.step_index)  # type: ignore[attr-defined]
-            if liquidated == 0:
+            if self.liquidation_rounds:
+                self.oracles.update_all(self.step_index, self.quotes)
+            done = 0
+            order = list(self.liquidators)
+            self.random.shuffle(order)
+            for liquidator in order:
+                for call in liquidator.plan(self.view, self.protocols_view):
+                    done += self._execute(liquidator, call)
+            if done == 0:
                 break
             self.liquidation_rounds += 1
+            self.liquidations_this_step += done
+
+    def _execute(self, liquidator: Liquidator, call: LiquidateCall | BarkCall | TakeCall) -> int:
+        """Route one liquidator call to its protocol and sell what it seized.
+
+        Returns 1 for a liquidation or an auction take, else 0 (a bark only starts an
+        auction; a refused call changes nothing).
+        """
+        if isinstance(call, LiquidateCall):
+            pool = self.lending[call.protocol]
+            result = pool.liquidate(
+                liquidator.holder,
+                call.account,
+                call.debt_symbol,
+                call.collateral_symbol,
+                call.repay_units,
+            )
+            if not result.ok:
+                return 0
+            liquidator.liquidations += 1
+            if not result.received_receipt:
+                asset = pool.reserve(call.collateral_symbol).asset
+                self._submit(liquidator.after(self.view, asset, result.liquidator_received))
+            return 1
+        if isinstance(call, BarkCall):
+            self.cdps[call.protocol].bark(call.account, liquidator.holder)
+            return 0
+        cdp = self.cdps[call.protocol]
+        taken = cdp.take(
+            call.auction_id, liquidator.holder, call.max_collateral_units, call.max_price
+        )
+        if not taken.ok:
+            return 0
+        liquidator.takes += 1
+        self._submit(liquidator.after(self.view, cdp.collateral_asset, taken.collateral_units))
+        return 1
 
     def phase_settlement(self) -> None:
-        """6. Bad debt is recognised, insurance pays, losses propagate; invariants checked."""
-        for protocol in self.protocols:
-            protocol.settle(self.step_index)  # type: ignore[attr-defined]
+        """6. Bad debt is recognised (absorbed by reserves, then suppliers); invariants.
+
+        Lending pools write off the debt of accounts left without collateral; CDPs record
+        bad debt when an auction ends short, inside the liquidation phase.
+        """
+        for pool in self.lending.values():
+            pool.settle(self.step_index)
         if self.check_invariants:
             self._check_invariants(f"step {self.step_index}")
 
@@ -406,6 +553,8 @@ class MarginModel(mesa.Model):
         try:
             self.ledger.check_conservation()
             self.engine.check_invariants()
+            for cdp in self.cdps.values():
+                cdp.check_invariants()
         except (ConservationError, AssertionError) as exc:
             raise InvariantViolation(f"invariant violated after {where}: {exc}") from exc
 
@@ -420,32 +569,110 @@ class MarginModel(mesa.Model):
         return self.recorder.frame()
 
     def event_tables(self) -> dict[str, pd.DataFrame]:
-        """Event tables: ``trades``, ``swaps``, ``shocks``, ``mints``, ``holders``.
+        """Event tables by name.
 
-        Holder ids in the other tables (buyer, seller, holder) resolve to names through
-        ``holders`` (``holder``, ``name``).
+        ``trades``, ``swaps``, ``shocks``, ``mints`` (every mint and burn, with its reason),
+        ``liquidations`` (lending liquidations and CDP auction takes), ``bad_debt``,
+        ``flash_loans``, ``auctions`` and ``holders``. Holder ids in the other tables
+        (buyer, seller, holder, account, liquidator) resolve to names through ``holders``
+        (``holder``, ``name``).
         """
-        shocks = pd.DataFrame(self.shock_rows, columns=list(_SHOCK_COLUMNS))
         journal = self.ledger.journal
         mints = pd.DataFrame(
             {
-                "holder": [self.ledger.holder_name(h) for h, _, _, _ in journal],
+                "holder": np.array([h for h, _, _, _ in journal], dtype=np.int64),
                 "asset": [self.ledger.assets[a].symbol for _, a, _, _ in journal],
                 "amount_units": np.array([x for _, _, x, _ in journal], dtype=np.int64),
                 "reason": [r for _, _, _, r in journal],
             }
         )
         swaps = [p.swaps_frame() for p in self.amms]
+        lending, cdps = list(self.lending.values()), list(self.cdps.values())
+        liquidations = [p.liquidations_frame() for p in lending]
+        for cdp in cdps:
+            frame = cdp.liquidations()
+            frame["liquidator_received"] = frame["collateral_seized"]
+            frame["received_receipt"] = False
+            liquidations.append(frame)
+        bad_debt = [
+            p.bad_debt_frame().rename(
+                columns={"covered_by_reserves": "covered", "borne_by_suppliers": "uncovered"}
+            )
+            for p in lending
+        ] + [c.bad_debt() for c in cdps]
         return {
             "trades": self.engine.trades_frame(),
-            "swaps": pd.concat(swaps, ignore_index=True) if swaps else _empty_swaps(),
-            "shocks": shocks.astype(_SHOCK_COLUMNS),
+            "swaps": _concat(swaps, _SWAP_COLUMNS),
+            "shocks": pd.DataFrame(self.shock_rows, columns=list(_SHOCK_COLUMNS)).astype(
+                _SHOCK_COLUMNS
+            ),
             "mints": mints,
-            "holders": pd.DataFrame({
-                "holder": np.arange(self.ledger.n_holders, dtype=np.int64),
-                "name": self.ledger.holder_names(),
-            }),
+            "liquidations": _concat(liquidations, _LIQUIDATION_COLUMNS),
+            "bad_debt": _concat(bad_debt, _BAD_DEBT_COLUMNS),
+            "flash_loans": _concat([p.flash_loans_frame() for p in lending], _FLASH_LOAN_COLUMNS),
+            "auctions": _concat([c.auctions() for c in cdps], AUCTION_COLUMNS),
+            "holders": pd.DataFrame(
+                {
+                    "holder": np.arange(self.ledger.n_holders, dtype=np.int64),
+                    "name": self.ledger.holder_names(),
+                }
+            ),
         }
+
+
+def _concat(frames: list[pd.DataFrame], columns: dict[str, object]) -> pd.DataFrame:
+    """Concatenate per-venue tables into ``columns``; empty and typed when there are none."""
+    if frames:
+        return pd.concat([f[list(columns)] for f in frames], ignore_index=True).astype(columns)
+    return pd.DataFrame({k: pd.Series([], dtype=v) for k, v in columns.items()})
+
+
+#: Columns of the ``liquidations`` table (lending liquidations and CDP auction takes).
+_LIQUIDATION_COLUMNS: dict[str, object] = {
+    "step": np.int64,
+    "protocol": object,
+    "account": np.int64,
+    "liquidator": np.int64,
+    "debt_asset": object,
+    "debt_repaid": np.int64,
+    "collateral_asset": object,
+    "collateral_seized": np.int64,
+    "oracle_price": np.float64,
+    "bonus_value": np.float64,
+    "protocol_fee": np.int64,
+    "bad_debt": np.int64,
+    "liquidator_received": np.int64,
+    "received_receipt": bool,
+}
+#: Columns of the ``bad_debt`` table: ``covered`` by protocol reserves or surplus,
+#: ``uncovered`` borne by suppliers (lending) or left as system debt (CDP).
+_BAD_DEBT_COLUMNS: dict[str, object] = {
+    "step": np.int64,
+    "protocol": object,
+    "account": np.int64,
+    "asset": object,
+    "amount": np.int64,
+    "covered": np.int64,
+    "uncovered": np.int64,
+}
+_FLASH_LOAN_COLUMNS: dict[str, object] = {
+    "step": np.int64,
+    "protocol": object,
+    "holder": np.int64,
+    "asset": object,
+    "amount": np.int64,
+    "fee": np.int64,
+    "repaid": bool,
+}
+_SWAP_COLUMNS: dict[str, object] = {
+    "step": np.int64,
+    "pool": object,
+    "holder": np.int64,
+    "side": np.int64,
+    "amount_in": np.int64,
+    "amount_out": np.int64,
+    "price": np.float64,
+}
 
 
 #: Columns of the ``shocks`` event table: when and what fired, and for an exogenous order how
@@ -464,20 +691,6 @@ _SHOCK_COLUMNS = {
 
 def _nan_if_none(x: float | None) -> float:
     return math.nan if x is None else float(x)
-
-
-def _empty_swaps() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "step": np.zeros(0, np.int64),
-            "pool": pd.Series([], dtype=object),
-            "holder": np.zeros(0, np.int64),
-            "side": np.zeros(0, np.int64),
-            "amount_in": np.zeros(0, np.int64),
-            "amount_out": np.zeros(0, np.int64),
-            "price": np.zeros(0, np.float64),
-        }
-    )
 
 
 def _driver_params(model: str, params: dict[str, object]) -> dict[str, object]:

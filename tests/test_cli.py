@@ -25,7 +25,11 @@ def test_run_writes_results_and_prints_summary(tmp_path):
     assert folder.parent == tmp_path / "default"
     names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     assert names == [
+        "events/auctions.parquet",
+        "events/bad_debt.parquet",
+        "events/flash_loans.parquet",
         "events/holders.parquet",
+        "events/liquidations.parquet",
         "events/mints.parquet",
         "events/shocks.parquet",
         "events/swaps.parquet",
@@ -63,7 +67,9 @@ def test_seed_and_set_are_applied(tmp_path):
 def test_scenarios_lists_builtins():
     result = invoke("scenarios")
     assert result.exit_code == 0
-    assert result.output.startswith("default  A calm day")
+    lines = dict(line.split(maxsplit=1) for line in result.output.splitlines())
+    assert lines["default"].startswith("A calm day")
+    assert lines["lending_cascade"].startswith("A 30% fall over six hours")
 
 
 def test_validate_ok_and_show(tmp_path):
@@ -152,3 +158,21 @@ def test_python_dash_m_entry_point_exit_code(tmp_path):
     )
     assert proc.returncode == 2
     assert "error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unhealthy_initial_account_exits_2_naming_it(tmp_path):
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "lending_cascade",
+            *SHORT,
+            "--out",
+            str(tmp_path),
+            "--set",
+            "accounts.aave-0.debt.USDC=700000.0",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "accounts[0]:" in result.output and "health factor" in result.output
+    assert "Traceback" not in result.output

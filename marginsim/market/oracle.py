@@ -139,17 +139,21 @@ class Oracle(abc.ABC):
         return self._last_update_step
 
     def update(self, step: int, quotes: PriceQuotes) -> None:
-        """Observe the market at ``step`` (once per step, steps increasing).
+        """Observe the market at ``step`` (steps never decrease).
+
+        A second update in the same step re-observes the market: the model does this between
+        liquidation rounds, because a feed that reads the book sees forced sales at once. It
+        replaces the step's observation (a TWAP does not count the step twice).
 
         Raises:
-            ValueError: If ``step`` is not an int greater than the previous update's step.
+            ValueError: If ``step`` is not an int at least the previous update's step.
         """
         owner = f"{type(self).__name__}.update"
         if not _is_int(step) or step < 0:
             raise _param_error(owner, "step", "an int >= 0", step)
-        if self._last_step is not None and step <= self._last_step:
+        if self._last_step is not None and step < self._last_step:
             raise _param_error(
-                owner, "step", f"greater than the previous update's step {self._last_step}", step
+                owner, "step", f"at least the previous update's step {self._last_step}", step
             )
         step = int(step)
         gap = 1 if self._last_step is None else step - self._last_step
@@ -263,14 +267,18 @@ class TwapOracle(Oracle):
         self._window: collections.deque[float] = collections.deque(maxlen=self.window_steps)
 
     def _update(self, step: int, gap: int, quotes: PriceQuotes) -> tuple[float | None, bool]:
+        # A re-observation in the same step (gap 0) replaces that step's value.
+        replaced = self._window.pop() if gap == 0 and self._window else None
         if self._window and gap > 1:
             held = self._window[-1]
             self._window.extend([held] * min(gap - 1, self.window_steps))
         value = _observe(quotes, self.source, self.reads)
         if value is None:
-            if not self._window:
+            value = replaced if replaced is not None else (
+                self._window[-1] if self._window else None
+            )
+            if value is None:
                 return None, False
-            value = self._window[-1]
         self._window.append(value)
         # fsum: exact summation, so the average does not depend on accumulated round-off.
         return math.fsum(self._window) / len(self._window), True

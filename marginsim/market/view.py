@@ -77,6 +77,31 @@ class MarketView:
         """Last trade price in quote per base, ``None`` before the first trade."""
         return self._engine.last_price(self._engine.specs[instrument].instrument_id)
 
+    def spot_instrument(self, base_asset: int, quote_asset: int | None = None) -> int | None:
+        """First spot book trading ``base_asset`` (against ``quote_asset`` if given)."""
+        for k, spec in enumerate(self._engine.specs):
+            if (
+                spec.kind == "spot"
+                and spec.base_asset == base_asset
+                and (quote_asset is None or spec.quote_asset == quote_asset)
+            ):
+                return k
+        return None
+
+    def base_units_per_lot(self, instrument: int) -> int:
+        """Ledger units of base in one lot."""
+        return self._engine.specs[instrument].base_units_per_lot
+
+    def quote_asset(self, instrument: int) -> int:
+        """Ledger id of the quote asset of an instrument."""
+        return self._engine.specs[instrument].quote_asset
+
+    def market_order_cost(
+        self, instrument: int, side: int, qty_lots: int
+    ) -> tuple[int, int, float | None]:
+        """``(filled_lots, quote_units, average_price)`` of a market order, book unchanged."""
+        return self._engine.market_order_cost(instrument, side, qty_lots)
+
     def reference_price(self, instrument: int) -> float:
         """Mid if the book has both sides, else last trade, else the index."""
         for price in (self.mid_price(instrument), self.last_price(instrument)):

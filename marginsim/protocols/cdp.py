@@ -142,7 +142,7 @@ LIQUIDATION_COLUMNS = {
     "protocol_fee": "int64",
     "bad_debt": "int64",
 }
-_AUCTION_COLUMNS = {
+AUCTION_COLUMNS = {
     "auction_id": "int64",
     "protocol": "object",
     "step": "int64",
@@ -1106,7 +1106,7 @@ class CdpProtocol:
             )
             for a in self._auctions
         ]
-        return _frame(rows, _AUCTION_COLUMNS)
+        return _frame(rows, AUCTION_COLUMNS)
 
     def bad_debt(self) -> pd.DataFrame:
         """One row per shortfall (bad debt recorded).

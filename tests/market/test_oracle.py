@@ -270,13 +270,39 @@ def test_oracle_parameters_are_validated(build, match):
         build()
 
 
-def test_updates_must_move_forward_in_steps():
+def test_updates_never_go_back_in_steps():
     oracle = IndexOracle("i")
     oracle.update(3, FakeQuotes())
-    with pytest.raises(ValueError, match="greater than the previous update's step 3. Got 3"):
-        oracle.update(3, FakeQuotes())
+    oracle.update(3, FakeQuotes(index=90.0))  # a re-observation within step 3
+    assert oracle.price == 90.0 and oracle.last_update_step == 3
+    with pytest.raises(ValueError, match="at least the previous update's step 3. Got 2"):
+        oracle.update(2, FakeQuotes())
     with pytest.raises(ValueError, match="an int >= 0"):
         oracle.update(-1, FakeQuotes())
+
+
+def test_twap_re_observation_in_the_same_step_replaces_that_step():
+    twap = TwapOracle("t", "book", window_steps=3)
+    twap.update(0, FakeQuotes(mids={"book": 100.0}))
+    twap.update(1, FakeQuotes(mids={"book": 110.0}))
+    assert twap.price == 105.0
+    # a forced sale inside step 1 moves the mid to 80: step 1 now counts 80, once
+    twap.update(1, FakeQuotes(mids={"book": 80.0}))
+    assert twap.price == 90.0
+    # an empty book on the re-observation keeps the step's earlier value
+    twap.update(1, FakeQuotes())
+    assert twap.price == 90.0
+    twap.update(2, FakeQuotes(mids={"book": 120.0}))
+    assert twap.price == 100.0  # (100 + 80 + 120) / 3
+
+
+def test_push_feed_re_observes_within_a_step_on_deviation():
+    feed = PushOracle("p", "book", deviation=0.05, heartbeat_steps=60)
+    feed.update(0, FakeQuotes(mids={"book": 100.0}))
+    feed.update(0, FakeQuotes(mids={"book": 97.0}))  # 3% < 5%: stale
+    assert feed.price == 100.0
+    feed.update(0, FakeQuotes(mids={"book": 94.0}))  # 6%: publishes within the step
+    assert feed.price == 94.0 and feed.last_update_step == 0
 
 
 # ----------------------------------------------------------------------------- the set

@@ -1,0 +1,212 @@
+"""Liquidation bots and CDP keepers: individuals that compete to liquidate for a profit."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import mesa
+import numpy as np
+
+from marginsim.agents.base import OrderBatch, Trader
+from marginsim.config import LiquidatorsConfig
+from marginsim.market.engine import OrderKind
+
+if TYPE_CHECKING:
+    from marginsim.market.view import MarketView
+    from marginsim.protocols.cdp import AuctionState
+    from marginsim.protocols.lending import LiquidatableAccounts
+    from marginsim.protocols.view import ProtocolsView
+
+__all__ = ["BarkCall", "LiquidateCall", "Liquidator", "TakeCall"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LiquidateCall:
+    """Ask lending pool ``protocol`` to liquidate ``account`` (repay up to ``repay_units``)."""
+
+    protocol: str
+    account: int
+    debt_symbol: str
+    collateral_symbol: str
+    repay_units: int
+
+
+@dataclasses.dataclass(frozen=True)
+class BarkCall:
+    """Ask CDP ``protocol`` to start the auction of ``account``'s unsafe vault."""
+
+    protocol: str
+    account: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TakeCall:
+    """Buy up to ``max_collateral_units`` from auction ``auction_id`` at <= ``max_price``."""
+
+    protocol: str
+    auction_id: int
+    max_collateral_units: int
+    max_price: float
+
+
+Call = LiquidateCall | BarkCall | TakeCall
+
+#: How many times a bot halves a liquidation that the book cannot absorb at a profit.
+_SIZE_HALVINGS = 8
+
+
+class Liquidator(Trader):
+    """One liquidation bot, also a keeper of every CDP.
+
+    In each liquidation round :meth:`plan` yields calls one at a time and reads the protocols
+    again between them, so it always acts on the state its previous call left:
+
+    1. Lending pools: accounts with health factor below 1, largest debt first. For each, it
+       offers to repay as much of the largest debt as the close factor and its wallet allow,
+       halved until the seized collateral, sold on the shared book at the current depth, is
+       expected to return at least ``(1 + min_profit)`` times the value repaid (so a thin
+       book gets smaller liquidations, not none).
+    2. CDPs: it starts the auction of every unsafe vault (``bark``), then buys from running
+       auctions whose price is at least ``min_profit`` below what the collateral fetches on
+       the book, paying with the stablecoin in its wallet.
+
+    After each success :meth:`after` returns the market order that sells the seized
+    collateral on the book (``sell_collateral``), which moves the price the next accounts'
+    health depends on: that is how a cascade propagates.
+
+    Args:
+        model: The model.
+        config: The bots' scenario section.
+        holder: This bot's ledger holder id.
+    """
+
+    def __init__(self, model: mesa.Model, config: LiquidatorsConfig, holder: int) -> None:
+        super().__init__(model)
+        self.config = config
+        self.holder = holder
+        self.liquidations = 0
+        self.takes = 0
+
+    def act(self, view: MarketView) -> OrderBatch:
+        """Liquidators do not trade in the agents phase."""
+        return OrderBatch.empty()
+
+    def _wallet(self, view: MarketView, asset: int) -> int:
+        return int(view.balances(np.array([self.holder]), asset)[0])
+
+    def _sale_value(self, view: MarketView, asset: int, units: int) -> float | None:
+        """Quote (human units) a market sale of ``units`` of ``asset`` would fetch now."""
+        ins = view.spot_instrument(asset)
+        if ins is None:
+            return None
+        lots = units // view.base_units_per_lot(ins)
+        filled, quote_units, _ = view.market_order_cost(ins, -1, lots)
+        if filled < lots or lots == 0:
+            return None  # the book cannot absorb it: no liquidation on that expectation
+        return quote_units / 10 ** view.asset_decimals(view.quote_asset(ins))
+
+    def plan(self, view: MarketView, protocols: ProtocolsView) -> Iterator[Call]:
+        """Yield this round's calls, lazily, reading fresh state before each."""
+        budget = self.config.max_actions_per_round
+        for pool in protocols.lending_names:
+            accounts = protocols.liquidatable(pool)
+            order = np.argsort(-accounts.debt_value, kind="stable")
+            for i in order:
+                if budget == 0:
+                    return
+                call = self._lending_call(view, protocols, pool, accounts, int(i))
+                if call is not None:
+                    budget -= 1
+                    yield call
+        for cdp in protocols.cdp_names:
+            for account in protocols.unsafe_vaults(cdp).holder.tolist():
+                if budget == 0:
+                    return
+                budget -= 1
+                yield BarkCall(cdp, int(account))
+            for auction in protocols.active_auctions(cdp):
+                if budget == 0:
+                    return
+                call = self._take_call(view, protocols, cdp, auction)
+                if call is not None:
+                    budget -= 1
+                    yield call
+
+    def _lending_call(
+        self,
+        view: MarketView,
+        protocols: ProtocolsView,
+        pool: str,
+        accounts: LiquidatableAccounts,
+        i: int,
+    ) -> LiquidateCall | None:
+        collateral_asset = int(accounts.collateral_asset[i])
+        if collateral_asset < 0:
+            return None
+        account = int(accounts.holder[i])
+        debt_symbol = protocols.asset_symbol(pool, int(accounts.debt_asset[i]))
+        collateral_symbol = protocols.asset_symbol(pool, collateral_asset)
+        debt = protocols.reserve(pool, debt_symbol)
+        collateral = protocols.reserve(pool, collateral_symbol)
+        owed = protocols.debt_units(pool, account, debt_symbol)
+        share = protocols.max_repay_share(pool, float(accounts.health_factor[i]))
+        repay = min(self._wallet(view, debt.asset), math.floor(owed * share))
+        p_debt = protocols.reserve_price(pool, debt_symbol)
+        p_coll = protocols.reserve_price(pool, collateral_symbol)
+        if repay <= 0 or not p_debt or not p_coll:
+            return None
+        if not self.config.sell_collateral:
+            return LiquidateCall(pool, account, debt_symbol, collateral_symbol, repay)
+        # Size the repay to what the book can absorb at a profit: halve it until the sale of
+        # the collateral received covers the repay value. The bot receives the repay value
+        # times (1 + bonus), less the protocol's share of the bonus part.
+        bonus = float(collateral.liquidation_bonus)
+        received = 1 + bonus * (1 - float(collateral.protocol_share))
+        for _ in range(_SIZE_HALVINGS):
+            repay_value = repay / debt.unit * p_debt
+            seized_units = math.floor(repay_value * received / p_coll * collateral.unit)
+            proceeds = self._sale_value(view, collateral.asset, seized_units)
+            if proceeds is not None and proceeds >= repay_value * (1 + self.config.min_profit):
+                return LiquidateCall(pool, account, debt_symbol, collateral_symbol, repay)
+            repay //= 2
+            if repay <= 0:
+                break
+        return None
+
+    def _take_call(
+        self, view: MarketView, protocols: ProtocolsView, cdp: str, auction: AuctionState
+    ) -> TakeCall | None:
+        if auction.needs_reset or auction.lot_units <= 0:
+            return None
+        collateral_asset, stable_asset = protocols.cdp_assets(cdp)
+        cash = self._wallet(view, stable_asset)
+        price = float(auction.price)
+        if cash <= 0 or price <= 0:
+            return None
+        stable_unit = 10 ** view.asset_decimals(stable_asset)
+        coll_unit = 10 ** view.asset_decimals(collateral_asset)
+        affordable = math.floor(cash / stable_unit / price * coll_unit)
+        units = min(int(auction.lot_units), affordable)
+        if units <= 0:
+            return None
+        if self.config.sell_collateral:
+            proceeds = self._sale_value(view, collateral_asset, units)
+            cost = units / coll_unit * price
+            if proceeds is None or proceeds < cost * (1 + self.config.min_profit):
+                return None
+        return TakeCall(cdp, int(auction.auction_id), units, price)
+
+    def after(self, view: MarketView, asset: int, units: int) -> OrderBatch:
+        """The market sale of ``units`` of seized ``asset`` (empty when kept or unsellable)."""
+        if not self.config.sell_collateral or units <= 0:
+            return OrderBatch.empty()
+        ins = view.spot_instrument(asset)
+        if ins is None:
+            return OrderBatch.empty()
+        lots = units // view.base_units_per_lot(ins)
+        if lots <= 0:
+            return OrderBatch.empty()
+        return OrderBatch.build(ins, -1, int(OrderKind.MARKET), 0, lots, self.holder)

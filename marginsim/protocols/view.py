@@ -1,0 +1,84 @@
+"""The read-only view of the protocols that agents decide from."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from marginsim.protocols.cdp import AuctionState, CdpProtocol, UnsafeVaults
+    from marginsim.protocols.lending import LendingPool, LiquidatableAccounts, ReserveInfo
+
+__all__ = ["ProtocolsView"]
+
+
+class ProtocolsView:
+    """Query-only access to the lending pools and CDPs of a run.
+
+    Agents (liquidation bots, keepers) scan with it and act by returning calls that the model
+    routes; holding the view gives no way to change a protocol.
+
+    Args:
+        lending: Lending pools by name.
+        cdps: CDP protocols by name.
+    """
+
+    def __init__(self, lending: dict[str, LendingPool], cdps: dict[str, CdpProtocol]) -> None:
+        self._lending = lending
+        self._cdps = cdps
+
+    @property
+    def lending_names(self) -> tuple[str, ...]:
+        """Names of the lending pools, in scenario order."""
+        return tuple(self._lending)
+
+    @property
+    def cdp_names(self) -> tuple[str, ...]:
+        """Names of the CDP protocols, in scenario order."""
+        return tuple(self._cdps)
+
+    # ---------------------------------------------------------------- lending
+    def liquidatable(self, pool: str) -> LiquidatableAccounts:
+        """Accounts of ``pool`` with a health factor below 1 (one vectorised scan)."""
+        return self._lending[pool].liquidatable()
+
+    def reserve(self, pool: str, symbol: str) -> ReserveInfo:
+        """Parameters and ledger ids of one reserve."""
+        return self._lending[pool].reserve(symbol)
+
+    def debt_units(self, pool: str, holder: int, symbol: str) -> int:
+        """Debt of ``holder`` in ``symbol``, smallest units."""
+        return self._lending[pool].debt_units(holder, symbol)
+
+    def reserve_price(self, pool: str, symbol: str) -> float | None:
+        """The price ``pool`` values ``symbol`` at now (``None``: no price)."""
+        pool_obj = self._lending[pool]
+        return pool_obj.prices.price(pool_obj.reserve(symbol).price_ref)
+
+    def max_repay_share(self, pool: str, health_factor: float) -> float:
+        """Share of one debt a liquidator may repay at ``health_factor`` (close factor)."""
+        cfg = self._lending[pool].config
+        if health_factor < cfg.full_close_below_hf:
+            return 1.0
+        return cfg.close_factor
+
+    def asset_symbol(self, pool: str, asset: int) -> str:
+        """Reserve symbol of a ledger asset id in ``pool``."""
+        return self._lending[pool].ledger.assets[asset].symbol
+
+    # ---------------------------------------------------------------- CDPs
+    def unsafe_vaults(self, cdp: str) -> UnsafeVaults:
+        """Vaults of ``cdp`` below the liquidation ratio."""
+        return self._cdps[cdp].unsafe_vaults()
+
+    def active_auctions(self, cdp: str) -> list[AuctionState]:
+        """Running collateral auctions of ``cdp``, oldest first."""
+        return self._cdps[cdp].active_auctions()
+
+    def cdp_assets(self, cdp: str) -> tuple[int, int]:
+        """Ledger ids of ``(collateral, stablecoin)`` of ``cdp``."""
+        c = self._cdps[cdp]
+        return c.collateral_asset, c.stable_asset
+
+    def cdp_price(self, cdp: str) -> float | None:
+        """The collateral price ``cdp`` reads now."""
+        return self._cdps[cdp].oracle_price()
