@@ -41,6 +41,8 @@ __all__ = [
     "AuctionConfig",
     "CdpConfig",
     "LendingConfig",
+    "MarginTierConfig",
+    "PerpConfig",
     "RateModelConfig",
     "ReserveConfig",
     "Dist",
@@ -433,8 +435,102 @@ class CdpConfig(_Frozen):
     auction: AuctionConfig = AuctionConfig()
 
 
-ProtocolConfig = Annotated[LendingConfig | CdpConfig, Field(discriminator="kind")]
-_PROTOCOL_KINDS = ("lending", "cdp")
+class MarginTierConfig(_Frozen):
+    """One notional tier of a perp venue's margin table.
+
+    Attributes:
+        max_notional: Upper notional bound of the tier, in the settlement asset (human
+            units); the last tier has no bound and gives 0.
+        maintenance_rate: Maintenance margin rate within the tier.
+        max_leverage: Largest leverage an order may open within the tier (initial margin
+            rate = 1 / max_leverage).
+    """
+
+    max_notional: NonNegFloat
+    maintenance_rate: Annotated[float, Field(gt=0, lt=1)]
+    max_leverage: Annotated[float, Field(ge=1, le=1000)]
+
+
+def _default_tiers() -> list[MarginTierConfig]:
+    # Binance USD-M ETHUSDT leverage and margin table (brackets 1-5), as published on
+    # binance.com "Leverage and Margin of USD-M Futures", read 2024; the perp issue documents
+    # the source of every default and may refine it.
+    return [
+        MarginTierConfig(max_notional=50_000, maintenance_rate=0.005, max_leverage=125),
+        MarginTierConfig(max_notional=500_000, maintenance_rate=0.0065, max_leverage=100),
+        MarginTierConfig(max_notional=1_000_000, maintenance_rate=0.01, max_leverage=75),
+        MarginTierConfig(max_notional=5_000_000, maintenance_rate=0.02, max_leverage=50),
+        MarginTierConfig(max_notional=0, maintenance_rate=0.05, max_leverage=20),
+    ]
+
+
+class PerpConfig(_Frozen):
+    """A perpetual-futures venue: margin tiers, funding, insurance fund, auto-deleveraging.
+
+    Its contracts are the scenario's ``perp`` instruments whose ``venue`` is this protocol.
+
+    Attributes:
+        kind: ``"perp"``.
+        settlement: Asset margin, PnL and funding are paid in.
+        index_oracle: Oracle giving the index price of the underlying.
+        tiers: Margin table, ascending ``max_notional`` (the last with 0 = unbounded).
+        mark_smoothing_steps: Window of the moving average of the premium (book mid over
+            index) that is added to the index to form the mark price.
+        funding_interval_steps: Steps between funding payments.
+        interest_rate: Interest rate per funding interval (Binance: 0.0001 per 8 h).
+        funding_clamp: Clamp ``c`` of ``interest - premium`` (Binance: 0.0005).
+        funding_cap: Absolute cap of the funding rate per interval.
+        impact_notional: Notional of the impact bid/ask used by the premium index.
+        insurance_fund: Initial insurance fund, human units of ``settlement``.
+        liquidation_fee: Share of the liquidated notional charged to the account and paid
+            to the insurance fund.
+        adl: Auto-deleverage profitable opposite positions when the fund cannot pay.
+        margin_mode: Default margin mode of accounts: ``cross`` or ``isolated``.
+    """
+
+    kind: Literal["perp"]
+    settlement: str = "USDC"
+    index_oracle: str
+    tiers: list[MarginTierConfig] = Field(default_factory=_default_tiers)
+    mark_smoothing_steps: int = Field(default=5, ge=1)
+    funding_interval_steps: int = Field(default=480, ge=1)
+    interest_rate: Annotated[float, Field(ge=-0.01, le=0.01)] = 0.0001
+    funding_clamp: Annotated[float, Field(ge=0, le=0.01)] = 0.0005
+    funding_cap: Annotated[float, Field(gt=0, le=0.1)] = 0.0075
+    impact_notional: PositiveFloat = 10_000.0
+    insurance_fund: NonNegFloat = 1_000_000.0
+    liquidation_fee: Annotated[float, Field(ge=0, lt=0.1)] = 0.0125
+    adl: bool = True
+    margin_mode: Literal["cross", "isolated"] = "cross"
+
+    @field_validator("tiers")
+    @classmethod
+    def _tiers_ascend(cls, tiers: list[MarginTierConfig]) -> list[MarginTierConfig]:
+        if not tiers:
+            raise ValueError("a perp venue needs at least one margin tier")
+        bounds = [t.max_notional for t in tiers]
+        if (
+            bounds[-1] != 0
+            or any(b <= 0 for b in bounds[:-1])
+            or bounds[:-1] != sorted(set(bounds[:-1]))
+        ):
+            raise ValueError(
+                f"tier max_notional must ascend strictly, the last tier 0 (unbounded); got {bounds}"
+            )
+        rates = [t.maintenance_rate for t in tiers]
+        if rates != sorted(rates):
+            raise ValueError(f"maintenance rates must not decrease with notional; got {rates}")
+        for t in tiers:
+            if t.maintenance_rate >= 1 / t.max_leverage:
+                raise ValueError(
+                    f"maintenance_rate {t.maintenance_rate} must be below the initial margin "
+                    f"rate 1/max_leverage = {1 / t.max_leverage}"
+                )
+        return tiers
+
+
+ProtocolConfig = Annotated[LendingConfig | CdpConfig | PerpConfig, Field(discriminator="kind")]
+_PROTOCOL_KINDS = ("lending", "cdp", "perp")
 
 
 # ------------------------------------------------------------------------------- network
@@ -799,6 +895,9 @@ class Scenario(_Frozen):
                 for symbol, reserve in proto.reserves.items():
                     asset(f"{f}.reserves.{symbol}", symbol)
                     price(f"{f}.reserves.{symbol}.price", reserve.price)
+            elif isinstance(proto, PerpConfig):
+                asset(f"{f}.settlement", proto.settlement)
+                price(f"{f}.index_oracle", proto.index_oracle)
             else:
                 asset(f"{f}.collateral", proto.collateral)
                 asset(f"{f}.stablecoin", proto.stablecoin)
@@ -845,6 +944,8 @@ class Scenario(_Frozen):
                 )
             ]
         out = []
+        if isinstance(proto, PerpConfig):
+            return [(f"{f}.protocol", "explicit perp accounts are not supported yet")]
         if isinstance(proto, LendingConfig):
             for part in ("collateral", "debt"):
                 for sym in getattr(acc, part):
