@@ -452,15 +452,14 @@ class MarginTierConfig(_Frozen):
 
 
 def _default_tiers() -> list[MarginTierConfig]:
-    # Binance USD-M ETHUSDT leverage and margin table (brackets 1-5), as published on
-    # binance.com "Leverage and Margin of USD-M Futures", read 2024; the perp issue documents
-    # the source of every default and may refine it.
+    # Shape of the large venues' USD-M leverage brackets (rates rising, leverage falling with
+    # notional); the perp venue module documents the published table these defaults follow.
     return [
-        MarginTierConfig(max_notional=50_000, maintenance_rate=0.005, max_leverage=125),
-        MarginTierConfig(max_notional=500_000, maintenance_rate=0.0065, max_leverage=100),
-        MarginTierConfig(max_notional=1_000_000, maintenance_rate=0.01, max_leverage=75),
-        MarginTierConfig(max_notional=5_000_000, maintenance_rate=0.02, max_leverage=50),
-        MarginTierConfig(max_notional=0, maintenance_rate=0.05, max_leverage=20),
+        MarginTierConfig(max_notional=50_000, maintenance_rate=0.004, max_leverage=125),
+        MarginTierConfig(max_notional=500_000, maintenance_rate=0.005, max_leverage=100),
+        MarginTierConfig(max_notional=1_000_000, maintenance_rate=0.01, max_leverage=50),
+        MarginTierConfig(max_notional=5_000_000, maintenance_rate=0.025, max_leverage=20),
+        MarginTierConfig(max_notional=0, maintenance_rate=0.05, max_leverage=10),
     ]
 
 

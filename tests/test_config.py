@@ -147,3 +147,36 @@ def test_replay_file_is_resolved_against_the_scenario_folder(tmp_path):
 def test_unknown_builtin_name_is_a_scenario_error():
     with pytest.raises(ScenarioError, match="'nope' is neither a built-in scenario"):
         load_scenario("nope")
+
+
+def test_perp_venue_defaults_and_tier_rules():
+    scenario = Scenario.from_toml_str(
+        MINIMAL + '[oracles.eth]\nkind = "index"\n[protocols.perpx]\nkind = "perp"\n'
+        'index_oracle = "eth"\n'
+    )
+    tiers = scenario.protocols["perpx"].tiers
+    assert [t.max_leverage for t in tiers] == [125, 100, 50, 20, 10]
+    assert Scenario.from_toml_str(scenario.to_toml()) == scenario
+    with pytest.raises(ScenarioError) as err:
+        scenario.with_overrides({
+            "protocols.perpx.tiers": [
+                {"max_notional": 10.0, "maintenance_rate": 0.1, "max_leverage": 20},
+            ],
+            "protocols.perpx.index_oracle": "nope",
+        })
+    found = dict(err.value.problems)
+    assert "the last tier 0 (unbounded); got [10.0]" in found["protocols.perpx.tiers"]
+
+
+def test_lending_preset_fills_omitted_fields_and_scenario_values_win():
+    scenario = Scenario.from_toml_str(
+        MINIMAL + '[oracles.eth]\nkind = "index"\n[protocols.comp]\nkind = "lending"\n'
+        'preset = "compound-v2"\n[protocols.comp.reserves.WETH]\nprice = "eth"\n'
+        '[protocols.comp.reserves.USDC]\nprice = 1.0\nreserve_factor = 0.5\n'
+    )
+    comp = scenario.protocols["comp"]
+    assert (comp.flash_loans, comp.close_factor, comp.full_close_below_hf) == (False, 0.5, 0.0)
+    assert comp.reserves["WETH"].ltv == 0.825 and comp.reserves["WETH"].liquidation_bonus == 0.08
+    assert comp.reserves["USDC"].reserve_factor == 0.5  # given in the scenario: wins
+    assert comp.reserves["USDC"].rate.slope2 == 0.218
+    assert Scenario.from_toml_str(scenario.to_toml()) == scenario
