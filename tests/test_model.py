@@ -134,3 +134,18 @@ def test_lending_cascade_scenario_does_what_it_is_for():
     short = auctions.loc[auctions["shortfall"] > 0, "shortfall"].sum()
     bad = result.events["bad_debt"]
     assert bad.loc[bad["protocol"] == "maker", "amount"].sum() == short
+
+
+def test_population_size_does_not_change_other_agents_streams():
+    """Adding noise traders changes neither the index path nor the makers' first quotes,
+    nor the fundamental traders' drawn parameters (DESIGN.md section 3)."""
+    base = load_scenario("default").with_overrides({"run.steps": 1})
+    more = base.with_overrides({"agents.noise.count": 5000})
+    a, b = MarginModel(base), MarginModel(more)
+    np.testing.assert_array_equal(a.index_path, b.index_path)
+    fa, fb = a.traders[1], b.traders[1]
+    np.testing.assert_array_equal(fa.threshold, fb.threshold)
+    a.view.step = b.view.step = 0
+    qa, qb = a.market_makers[0].act(a.view), b.market_makers[0].act(b.view)
+    np.testing.assert_array_equal(qa.price_ticks, qb.price_ticks)
+    np.testing.assert_array_equal(qa.qty_lots, qb.qty_lots)

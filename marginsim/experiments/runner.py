@@ -95,7 +95,8 @@ def summarize(
     ``max_drawdown`` (largest peak-to-trough fall of the mid, as a fraction),
     ``realised_vol_annual`` (of the mid's log returns), ``mean_spread_bps``,
     ``max_abs_basis_bps``, ``trades``, ``volume_base``, ``volume_quote``, ``shocks``,
-    ``liquidation_rounds``.
+    ``liquidation_rounds``, ``liquidations`` (lending liquidations and CDP auction takes),
+    ``bad_debt_events`` (rows of the ``bad_debt`` table).
     """
     mid = metrics["mid_price"].to_numpy()
     finite = mid[np.isfinite(mid)]
@@ -123,4 +124,6 @@ def summarize(
         "volume_quote": _f(metrics["volume_quote"].sum()),
         "shocks": int(len(events["shocks"])),
         "liquidation_rounds": int(metrics["liquidation_rounds"].sum()),
+        "liquidations": int(len(events["liquidations"])),
+        "bad_debt_events": int(len(events["bad_debt"])),
     }
