@@ -4,7 +4,6 @@ import math
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
 
 from marginsim.agents.base import OrderBatch, RestingOrders, draw
 from marginsim.agents.liquidator import LiquidateCall, Liquidator, TakeCall
