@@ -149,3 +149,27 @@ def test_population_size_does_not_change_other_agents_streams():
     qa, qb = a.market_makers[0].act(a.view), b.market_makers[0].act(b.view)
     np.testing.assert_array_equal(qa.price_ticks, qb.price_ticks)
     np.testing.assert_array_equal(qa.qty_lots, qb.qty_lots)
+
+
+def test_liquidity_withdrawal_shock_shrinks_maker_quotes_for_its_duration():
+    scenario = load_scenario("default").with_overrides({
+        "run.steps": 12,
+        "agents.noise.count": 0,
+        "agents.fundamental.count": 0,
+        "agents.market_makers.count": 1,
+        "shocks": [{"step": 5, "kind": "liquidity_withdrawal", "size": 0.75,
+                    "duration_steps": 3}],
+    })
+    model = MarginModel(scenario)
+    depth = []
+    for _ in range(12):
+        model.step()
+        bid, ask = model.engine.depth(model.primary_instrument, 0.05)
+        depth.append(bid + ask)
+    # One maker, 8 levels x 4 WETH per side = 32 WETH = 32,000 lots a side; a quarter of
+    # that while the shock lasts (steps 5, 6 and 7), the full ladder before and after.
+    full, quarter = 2 * 32_000, 2 * 8_000
+    assert depth[:5] == [full] * 5
+    assert depth[5:8] == [quarter] * 3
+    assert depth[8:] == [full] * 4
+    assert model.event_tables()["shocks"]["kind"].tolist() == ["liquidity_withdrawal"]
