@@ -452,14 +452,18 @@ class MarginTierConfig(_Frozen):
 
 
 def _default_tiers() -> list[MarginTierConfig]:
-    # Shape of the large venues' USD-M leverage brackets (rates rising, leverage falling with
-    # notional); the perp venue module documents the published table these defaults follow.
+    # Binance USD-M BTCUSDT leverage brackets (notional cap, maintenance rate, max leverage),
+    # as published in Binance's "Leverage and Margin of USD-M Futures" table (caps and rates
+    # from a public transcription dated 2021-03-26; see marginsim.protocols.perp).
+    brackets = [
+        (50_000, 0.004, 125), (250_000, 0.005, 100), (1_000_000, 0.01, 50),
+        (10_000_000, 0.025, 20), (20_000_000, 0.05, 10), (50_000_000, 0.10, 5),
+        (100_000_000, 0.125, 4), (200_000_000, 0.15, 3), (300_000_000, 0.25, 2),
+        (0, 0.50, 1),
+    ]  # fmt: skip
     return [
-        MarginTierConfig(max_notional=50_000, maintenance_rate=0.004, max_leverage=125),
-        MarginTierConfig(max_notional=500_000, maintenance_rate=0.005, max_leverage=100),
-        MarginTierConfig(max_notional=1_000_000, maintenance_rate=0.01, max_leverage=50),
-        MarginTierConfig(max_notional=5_000_000, maintenance_rate=0.025, max_leverage=20),
-        MarginTierConfig(max_notional=0, maintenance_rate=0.05, max_leverage=10),
+        MarginTierConfig(max_notional=cap, maintenance_rate=rate, max_leverage=lev)
+        for cap, rate, lev in brackets
     ]
 
 
@@ -478,11 +482,13 @@ class PerpConfig(_Frozen):
         funding_interval_steps: Steps between funding payments.
         interest_rate: Interest rate per funding interval (Binance: 0.0001 per 8 h).
         funding_clamp: Clamp ``c`` of ``interest - premium`` (Binance: 0.0005).
-        funding_cap: Absolute cap of the funding rate per interval.
-        impact_notional: Notional of the impact bid/ask used by the premium index.
-        insurance_fund: Initial insurance fund, human units of ``settlement``.
-        liquidation_fee: Share of the liquidated notional charged to the account and paid
-            to the insurance fund.
+        funding_cap: Absolute cap of the funding rate per interval (Binance: 0.75 x the first
+            tier's maintenance rate).
+        impact_notional: Notional of the impact bid/ask used by the premium index (Binance:
+            200 USDT / initial margin rate of the first tier).
+        insurance_fund: Initial insurance fund, human units of ``settlement``; it receives
+            what is left of a liquidated position's margin above bankruptcy and pays the
+            shortfall below it.
         adl: Auto-deleverage profitable opposite positions when the fund cannot pay.
         margin_mode: Default margin mode of accounts: ``cross`` or ``isolated``.
     """
@@ -495,10 +501,9 @@ class PerpConfig(_Frozen):
     funding_interval_steps: int = Field(default=480, ge=1)
     interest_rate: Annotated[float, Field(ge=-0.01, le=0.01)] = 0.0001
     funding_clamp: Annotated[float, Field(ge=0, le=0.01)] = 0.0005
-    funding_cap: Annotated[float, Field(gt=0, le=0.1)] = 0.0075
-    impact_notional: PositiveFloat = 10_000.0
+    funding_cap: Annotated[float, Field(gt=0, le=0.1)] = 0.003
+    impact_notional: PositiveFloat = 25_000.0
     insurance_fund: NonNegFloat = 1_000_000.0
-    liquidation_fee: Annotated[float, Field(ge=0, lt=0.1)] = 0.0125
     adl: bool = True
     margin_mode: Literal["cross", "isolated"] = "cross"
 

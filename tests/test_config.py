@@ -155,7 +155,7 @@ def test_perp_venue_defaults_and_tier_rules():
         'index_oracle = "eth"\n'
     )
     tiers = scenario.protocols["perpx"].tiers
-    assert [t.max_leverage for t in tiers] == [125, 100, 50, 20, 10]
+    assert [t.max_leverage for t in tiers] == [125, 100, 50, 20, 10, 5, 4, 3, 2, 1]
     assert Scenario.from_toml_str(scenario.to_toml()) == scenario
     with pytest.raises(ScenarioError) as err:
         scenario.with_overrides({
