@@ -43,6 +43,8 @@ __all__ = [
     "LendingConfig",
     "MarginTierConfig",
     "PerpConfig",
+    "PerpMarketMakersConfig",
+    "PerpTradersConfig",
     "RateModelConfig",
     "ReserveConfig",
     "Dist",
@@ -119,7 +121,7 @@ class InstrumentConfig(_Frozen):
     """A book in the shared matching engine.
 
     Attributes:
-        id: Unique instrument id, e.g. ``"WETH-USDC"``.
+        id: Unique instrument id, e.g. ``"WETH-USDC"`` or ``"ETH-PERP"``.
         kind: ``spot`` (settles base against quote) or ``perp`` (a perpetual contract on
             ``base``, margined and settled in ``quote`` by its venue).
         base: Asset traded (spot) or underlying (perp).
@@ -685,6 +687,69 @@ class MarketMakersConfig(_Frozen):
     withdraw_on_volatility: PositiveFloat = 3.0
 
 
+class PerpMarketMakersConfig(MarketMakersConfig):
+    """Market makers quoting a perp book, margined on its venue.
+
+    The fields of ``market_makers`` apply (``capital_base`` is unused); in addition:
+
+    Attributes:
+        margin: Settlement-asset margin each maker deposits on the venue, human units.
+        max_inventory: Position (base units) at which the inventory skew is at its full
+            ``inventory_skew``.
+    """
+
+    margin: NonNegFloat = 2_000_000.0
+    max_inventory: PositiveFloat = 100.0
+
+
+class PerpTradersConfig(_Frozen):
+    """A population of leveraged perp traders (a first, simple strategy family).
+
+    A flat account enters with probability ``entry_probability`` per step, long or short by
+    its signal (``trend`` followers use the sign of the mark's move over ``trend_window``
+    steps, ``contrarian`` accounts the opposite, the rest a coin flip), for
+    ``leverage * margin`` of notional at market. It closes after ``hold_steps`` or when its
+    loss reaches ``(1 - risk_buffer)`` of its margin; an account with ``risk_buffer = 0``
+    rides its position into liquidation.
+
+    Attributes:
+        count: Number of accounts.
+        instrument: Perp instrument traded (default: the first perp instrument).
+        margin: Margin each account deposits, human units of the settlement asset.
+        leverage: Target leverage (a distribution over accounts).
+        risk_buffer: Share of its margin an account refuses to lose (a distribution).
+        hold_steps: Steps a position is held at most (a distribution).
+        entry_probability: Chance per step that a flat account enters.
+        trend_share: Share of trend followers.
+        contrarian_share: Share of contrarians (the rest trade on noise).
+        trend_window: Steps of the trend signal.
+    """
+
+    count: int = Field(default=0, ge=0, le=10_000_000)
+    instrument: str | None = None
+    margin: PositiveFloat = 10_000.0
+    leverage: Dist = Dist(dist="lognormal", median=5.0, sigma=0.5, min=1.0, max=50.0)
+    risk_buffer: Dist = Dist(dist="uniform", low=0.0, high=0.5)
+    hold_steps: Dist = Dist(dist="lognormal", median=120.0, sigma=0.7, min=1.0)
+    entry_probability: Fraction = 0.01
+    trend_share: Fraction = 0.5
+    contrarian_share: Fraction = 0.2
+    trend_window: int = Field(default=30, ge=1)
+
+    _coerce = field_validator("leverage", "risk_buffer", "hold_steps", mode="before")(
+        _dist_from_number
+    )
+
+    @model_validator(mode="after")
+    def _shares(self) -> PerpTradersConfig:
+        if self.trend_share + self.contrarian_share > 1 + 1e-12:
+            raise ValueError(
+                f"trend_share + contrarian_share must be <= 1, got "
+                f"{self.trend_share} + {self.contrarian_share}"
+            )
+        return self
+
+
 class LiquidatorsConfig(_Frozen):
     """Liquidation bots and CDP keepers (individuals).
 
@@ -714,6 +779,8 @@ class AgentsConfig(_Frozen):
     noise: NoiseTradersConfig = NoiseTradersConfig()
     fundamental: FundamentalTradersConfig = FundamentalTradersConfig()
     market_makers: MarketMakersConfig = MarketMakersConfig()
+    perp_market_makers: PerpMarketMakersConfig = PerpMarketMakersConfig()
+    perp_traders: PerpTradersConfig = PerpTradersConfig()
     liquidators: LiquidatorsConfig = LiquidatorsConfig()
 
 
@@ -799,13 +866,28 @@ class Scenario(_Frozen):
             asset(f"{f}.base", ins.base)
             asset(f"{f}.quote", ins.quote)
             if ins.kind == "perp":
-                problems.append(
-                    (
-                        f"{f}.kind",
-                        "perp instruments need a perp venue, which this "
-                        "version does not simulate yet; got 'perp'",
+                venue = self.protocols.get(ins.venue or "")
+                if not isinstance(venue, PerpConfig):
+                    perps = sorted(
+                        n for n, p in self.protocols.items() if isinstance(p, PerpConfig)
                     )
-                )
+                    problems.append(
+                        (
+                            f"{f}.venue",
+                            f"a perp instrument needs the name of a perp "
+                            f"protocol; perp protocols are {perps}, got {ins.venue!r}",
+                        )
+                    )
+                elif ins.quote != venue.settlement:
+                    problems.append(
+                        (
+                            f"{f}.quote",
+                            f"must be the settlement asset of venue "
+                            f"{ins.venue!r} ({venue.settlement}); got {ins.quote!r}",
+                        )
+                    )
+            elif ins.venue is not None:
+                problems.append((f"{f}.venue", "only perp instruments have a venue"))
             if ins.base in decimals and ins.quote in decimals:
                 base_per_lot = ins.lot * 10 ** decimals[ins.base]
                 if base_per_lot < 1 - 1e-9 or not _is_integral(base_per_lot):
@@ -872,6 +954,20 @@ class Scenario(_Frozen):
                     (
                         f"agents.{key}.instrument",
                         f"unknown spot instrument {cfg.instrument!r}; have {spot}",
+                    )
+                )
+        perp_ids = [i.id for i in self.instruments if i.kind == "perp"]
+        for key, cfg in (
+            ("perp_market_makers", self.agents.perp_market_makers),
+            ("perp_traders", self.agents.perp_traders),
+        ):
+            if cfg.count and cfg.instrument is None and not perp_ids:
+                problems.append((f"agents.{key}.instrument", "agents need a perp instrument"))
+            if cfg.instrument is not None and cfg.instrument not in perp_ids:
+                problems.append(
+                    (
+                        f"agents.{key}.instrument",
+                        f"unknown perp instrument {cfg.instrument!r}; have {perp_ids}",
                     )
                 )
         for sym in self.agents.liquidators.capital if self.agents.liquidators.count else ():

@@ -30,6 +30,7 @@ liquidation_rounds          liquidation rounds run this step
 liquidations                liquidations and auction takes this step, all rounds
 <pool>_<key>                each lending pool's metrics (see LendingPool.metrics)
 <cdp>_<key>                 each CDP's metrics (see CdpProtocol.metrics)
+<venue>_<key>               each perp venue's metrics (see PerpVenue.metrics)
 ==========================  =========================================================
 """
 
@@ -193,7 +194,9 @@ class _ProtocolMetrics:
         self.name = name
 
     def __call__(self, model: MarginModel) -> dict[str, float]:
-        venue = (model.lending if self.kind == "lending" else model.cdps)[self.name]
+        venue = {"lending": model.lending, "cdp": model.cdps, "perp": model.perps}[self.kind][
+            self.name
+        ]
         return {f"{self.name}_{k}": float(v) for k, v in venue.metrics().items()}
 
 
@@ -227,6 +230,7 @@ class MetricsRecorder:
             reporters[f"amm_{pool.pool_id}_price"] = _AmmPrice(i)
         groups: list[GroupReporter] = [_ProtocolMetrics("lending", n) for n in model.lending]
         groups += [_ProtocolMetrics("cdp", n) for n in model.cdps]
+        groups += [_ProtocolMetrics("perp", n) for n in model.perps]
         recorder = cls(reporters, groups)
         for group in groups:
             recorder.columns.update({name: [] for name in group(model)})

@@ -12,9 +12,17 @@ import pandas as pd
 from marginsim.agents.base import OrderBatch, Trader
 from marginsim.agents.fundamental import FundamentalTraders
 from marginsim.agents.liquidator import BarkCall, LiquidateCall, Liquidator, TakeCall
-from marginsim.agents.market_maker import MarketMaker
+from marginsim.agents.market_maker import MarketMaker, PerpMarketMaker
 from marginsim.agents.noise import NoiseTraders
-from marginsim.config import CdpConfig, LendingConfig, Scenario, ScenarioError, ShockConfig
+from marginsim.agents.perp_traders import PerpTraders
+from marginsim.config import (
+    CdpConfig,
+    LendingConfig,
+    PerpConfig,
+    Scenario,
+    ScenarioError,
+    ShockConfig,
+)
 from marginsim.ledger import AssetSpec, ConservationError, Ledger
 from marginsim.market.amm import ConstantProductPool
 from marginsim.market.engine import BookSpec, MatchingEngine, OrderKind
@@ -24,6 +32,7 @@ from marginsim.market.view import MarketView
 from marginsim.metrics import MetricsRecorder
 from marginsim.protocols.cdp import AUCTION_COLUMNS, CdpProtocol
 from marginsim.protocols.lending import LendingPool
+from marginsim.protocols.perp import PerpContract, PerpVenue
 from marginsim.protocols.view import ProtocolsView
 from marginsim.rng import RandomStreams
 
@@ -32,6 +41,11 @@ __all__ = ["InvariantViolation", "MarginModel"]
 logger = logging.getLogger(__name__)
 
 _SECONDS_PER_YEAR = 365 * 86400
+
+
+#: Status reported for an order a perp venue refused in its pre-trade margin check (the
+#: engine never saw it; engine statuses are small non-negative codes).
+MARGIN_REFUSED = -1
 
 
 class InvariantViolation(RuntimeError):
@@ -164,7 +178,7 @@ class MarginModel(mesa.Model):
                 BookSpec(
                     instrument_id=ins.id,
                     kind=ins.kind,
-                    base_asset=ledger.asset_id(ins.base),
+                    base_asset=ledger.asset_id(ins.base) if ins.kind == "spot" else -1,
                     quote_asset=ledger.asset_id(ins.quote),
                     base_units_per_lot=round(ins.lot * 10**base_dec),
                     quote_units_per_tick_lot=round(ins.tick * ins.lot * 10**quote_dec),
@@ -251,12 +265,24 @@ class MarginModel(mesa.Model):
         self.prices = prices
         self.lending: dict[str, LendingPool] = {}
         self.cdps: dict[str, CdpProtocol] = {}
+        self.perps: dict[str, PerpVenue] = {}
         for name, cfg in self.scenario.protocols.items():
             if isinstance(cfg, LendingConfig):
                 self.lending[name] = LendingPool(self.ledger, name, cfg, prices)
             elif isinstance(cfg, CdpConfig):
                 self.cdps[name] = CdpProtocol(self.ledger, name, cfg, prices)
-        self.protocols_view = ProtocolsView(self.lending, self.cdps)
+            elif isinstance(cfg, PerpConfig):
+                contracts = [
+                    PerpContract(k, self.engine.specs[k])
+                    for k, ins in enumerate(self.scenario.instruments)
+                    if ins.kind == "perp" and ins.venue == name
+                ]
+                self.perps[name] = PerpVenue(self.ledger, name, cfg, contracts, prices, self.engine)
+        # Engine instrument index -> the perp venue that margins it.
+        self.perp_of_instrument = {
+            c: venue for venue in self.perps.values() for c in venue.instruments
+        }
+        self.protocols_view = ProtocolsView(self.lending, self.cdps, self.perps)
 
     def _endow(self, first: int, count: int, symbol: str, amount: float) -> None:
         units = self._units(symbol, amount)
@@ -317,6 +343,49 @@ class MarginModel(mesa.Model):
             for symbol, amount in liq.capital.items():
                 self._endow(holder, 1, symbol, amount)
             self.liquidators.append(Liquidator(self, liq, holder))
+        self._build_perp_agents()
+
+    def _perp_margin(self, instrument: int, first: int, count: int, amount: float) -> PerpVenue:
+        """Give accounts ``amount`` of settlement asset and deposit it on the venue."""
+        venue = self.perp_of_instrument[instrument]
+        symbol = venue.config.settlement
+        self._endow(first, count, symbol, amount)
+        units = self._units(symbol, amount)
+        for holder in range(first, first + count):
+            result = venue.deposit(holder, units)
+            if not result.ok:
+                raise ValueError(f"margin deposit refused: {result.reason}")
+        return venue
+
+    def _build_perp_agents(self) -> None:
+        sc, agents = self.scenario, self.scenario.agents
+        perp_ids = [i.id for i in sc.instruments if i.kind == "perp"]
+        pmm = agents.perp_market_makers
+        for k in range(pmm.count):
+            ins = self.instrument_index[pmm.instrument or perp_ids[0]]
+            holder = self.ledger.add_holder(f"perp_market_maker[{k}]")
+            venue = self._perp_margin(ins, holder, 1, pmm.margin)
+            self.market_makers.append(
+                PerpMarketMaker(
+                    self, pmm, holder, ins, venue.name, self.protocols_view, self.calm_volatility
+                )
+            )
+        pt = agents.perp_traders
+        if pt.count:
+            ins = self.instrument_index[pt.instrument or perp_ids[0]]
+            first = self.ledger.add_holders("perp_traders", pt.count)
+            venue = self._perp_margin(ins, first, pt.count, pt.margin)
+            self.traders.append(
+                PerpTraders(
+                    self,
+                    pt,
+                    first,
+                    ins,
+                    venue.name,
+                    self.protocols_view,
+                    self.streams.get("population:perp_traders"),
+                )
+            )
 
     def _build_accounts(self) -> None:
         """Place the scenario's explicit accounts (wallets and protocol positions).
@@ -357,7 +426,12 @@ class MarginModel(mesa.Model):
         self.step_index += 1
         self.view.step = self.step_index
         self.engine.step = self.step_index
-        for venue in (*self.amms, *self.lending.values(), *self.cdps.values()):
+        for venue in (
+            *self.amms,
+            *self.lending.values(),
+            *self.cdps.values(),
+            *self.perps.values(),
+        ):
             venue.step = self.step_index
         self.trades_at_step_start = self.engine.n_trades
         self.phase_exogenous()
@@ -427,28 +501,80 @@ class MarginModel(mesa.Model):
         self.shock_rows.append(row)
 
     def phase_oracles(self) -> None:
-        """2. Every oracle observes the market (and the index) and maybe publishes."""
+        """2. Oracles observe the market and the index; perp venues recompute their marks."""
         self.oracles.update_all(self.step_index, self.quotes)
+        for venue in self.perps.values():
+            venue.update_mark(self.step_index)
 
     def phase_accrual(self) -> None:
-        """3. Interest accrues in every lending pool, stability fees in every CDP."""
+        """3. Lending interest, CDP stability fees and (when an interval ends) perp funding."""
         seconds = self.scenario.run.step_seconds
-        for protocol in (*self.lending.values(), *self.cdps.values()):
+        for protocol in (*self.lending.values(), *self.cdps.values(), *self.perps.values()):
             protocol.accrue(self.step_index, seconds)
 
-    def _submit(self, batch: OrderBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        if len(batch) == 0:
+    def _submit(
+        self, batch: OrderBatch, margin_checked: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Send a batch to the engine, in order; perp venues margin-check and settle theirs.
+
+        Orders on a perp book first pass the venue's pre-trade margin check (unless
+        ``margin_checked``, for the venue's own liquidation orders); a refused order is not
+        sent and reports status :data:`MARGIN_REFUSED`. The fills of perp books are then
+        applied to the venues' positions.
+        """
+        n = len(batch)
+        if n == 0:
             z = np.zeros(0, dtype=np.int64)
             return z, z, z, z
-        return self.engine.submit_batch(
-            batch.instrument,
-            batch.side,
-            batch.kind,
-            batch.price_ticks,
-            batch.qty_lots,
-            batch.account,
-            batch.order_ref,
+        if not self.perps:
+            return self.engine.submit_batch(
+                batch.instrument,
+                batch.side,
+                batch.kind,
+                batch.price_ticks,
+                batch.qty_lots,
+                batch.account,
+                batch.order_ref,
+            )
+        keep = np.ones(n, dtype=bool)
+        if not margin_checked:
+            for venue in self.perps.values():
+                rows = np.flatnonzero(
+                    np.isin(batch.instrument, venue.instruments)
+                    & (batch.kind != int(OrderKind.CANCEL))
+                )
+                if rows.size:
+                    ok, _ = venue.check_orders(
+                        batch.instrument[rows],
+                        batch.side[rows],
+                        batch.kind[rows],
+                        batch.price_ticks[rows],
+                        batch.qty_lots[rows],
+                        batch.account[rows],
+                    )
+                    keep[rows[~ok]] = False
+        start = self.engine.n_trades
+        sent = np.flatnonzero(keep)
+        result = self.engine.submit_batch(
+            batch.instrument[sent],
+            batch.side[sent],
+            batch.kind[sent],
+            batch.price_ticks[sent],
+            batch.qty_lots[sent],
+            batch.account[sent],
+            batch.order_ref[sent],
         )
+        if self.engine.n_trades > start:
+            tape = self.engine.trade_arrays(start)
+            for venue in self.perps.values():
+                venue.apply_tape(tape)
+        if sent.size == n:
+            return tuple(result)  # type: ignore[return-value]
+        out = [np.zeros(n, dtype=np.int64) for _ in range(4)]
+        out[1][:] = MARGIN_REFUSED
+        for full, part in zip(out, result, strict=True):
+            full[sent] = part
+        return out[0], out[1], out[2], out[3]
 
     def phase_agents(self) -> None:
         """4. Market makers requote, then traders act in a shuffled, seeded order.
@@ -483,12 +609,14 @@ class MarginModel(mesa.Model):
             cdp.tick(self.step_index)
         self.liquidation_rounds = 0
         self.liquidations_this_step = 0
-        if not self.liquidators:
+        if not self.liquidators and not self.perps:
             return
         while self.liquidation_rounds < self.scenario.run.max_liquidation_rounds:
             if self.liquidation_rounds:
                 self.oracles.update_all(self.step_index, self.quotes)
-            done = 0
+                for venue in self.perps.values():
+                    venue.update_mark(self.step_index)
+            done = sum(self._liquidate_perps(venue) for venue in self.perps.values())
             order = list(self.liquidators)
             self.random.shuffle(order)
             for liquidator in order:
@@ -498,6 +626,32 @@ class MarginModel(mesa.Model):
                 break
             self.liquidation_rounds += 1
             self.liquidations_this_step += done
+
+    def _liquidate_perps(self, venue: PerpVenue) -> int:
+        """One round of a perp venue's own liquidation engine; returns positions settled.
+
+        The engine takes over every liquidatable position, the accounts' resting perp
+        orders are cancelled, its closing orders trade on the shared book, and what the book
+        did not take is auto-deleveraged when the venue allows it.
+        """
+        orders = venue.begin_liquidations(self.step_index)
+        if len(orders.qty_lots) == 0 and not len(orders.liquidated_accounts):
+            return 0
+        for account in orders.liquidated_accounts.tolist():
+            for instrument in venue.instruments.tolist():
+                self.engine.cancel_all(int(account), int(instrument))
+        self._submit(
+            OrderBatch.build(
+                orders.instrument,
+                orders.side,
+                orders.kind,
+                orders.price_ticks,
+                orders.qty_lots,
+                orders.account,
+            ),
+            margin_checked=True,
+        )
+        return venue.finish_liquidations(self.step_index)
 
     def _execute(self, liquidator: Liquidator, call: LiquidateCall | BarkCall | TakeCall) -> int:
         """Route one liquidator call to its protocol and sell what it seized.
@@ -555,6 +709,8 @@ class MarginModel(mesa.Model):
             self.engine.check_invariants()
             for cdp in self.cdps.values():
                 cdp.check_invariants()
+            for venue in self.perps.values():
+                venue.check_invariants()
         except (ConservationError, AssertionError) as exc:
             raise InvariantViolation(f"invariant violated after {where}: {exc}") from exc
 
@@ -588,7 +744,7 @@ class MarginModel(mesa.Model):
         )
         swaps = [p.swaps_frame() for p in self.amms]
         lending, cdps = list(self.lending.values()), list(self.cdps.values())
-        liquidations = [p.liquidations_frame() for p in lending]
+        liquidations = [p.liquidations_frame() for p in (*lending, *self.perps.values())]
         for cdp in cdps:
             frame = cdp.liquidations()
             frame["liquidator_received"] = frame["collateral_seized"]
@@ -611,6 +767,10 @@ class MarginModel(mesa.Model):
             "bad_debt": _concat(bad_debt, _BAD_DEBT_COLUMNS),
             "flash_loans": _concat([p.flash_loans_frame() for p in lending], _FLASH_LOAN_COLUMNS),
             "auctions": _concat([c.auctions() for c in cdps], AUCTION_COLUMNS),
+            "adl": _concat([v.adl_frame() for v in self.perps.values()], PerpVenue.ADL_COLUMNS),
+            "funding": _concat(
+                [v.funding_frame() for v in self.perps.values()], PerpVenue.FUNDING_COLUMNS
+            ),
             "holders": pd.DataFrame(
                 {
                     "holder": np.arange(self.ledger.n_holders, dtype=np.int64),

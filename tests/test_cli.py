@@ -25,9 +25,11 @@ def test_run_writes_results_and_prints_summary(tmp_path):
     assert folder.parent == tmp_path / "default"
     names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     assert names == [
+        "events/adl.parquet",
         "events/auctions.parquet",
         "events/bad_debt.parquet",
         "events/flash_loans.parquet",
+        "events/funding.parquet",
         "events/holders.parquet",
         "events/liquidations.parquet",
         "events/mints.parquet",

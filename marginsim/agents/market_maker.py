@@ -9,13 +9,14 @@ import mesa
 import numpy as np
 
 from marginsim.agents.base import OrderBatch, Trader
-from marginsim.config import MarketMakersConfig
+from marginsim.config import MarketMakersConfig, PerpMarketMakersConfig
 from marginsim.market.engine import OrderKind
 
 if TYPE_CHECKING:
     from marginsim.market.view import MarketView
+    from marginsim.protocols.view import ProtocolsView
 
-__all__ = ["MarketMaker"]
+__all__ = ["MarketMaker", "PerpMarketMaker"]
 
 
 class MarketMaker(Trader):
@@ -94,27 +95,17 @@ class MarketMaker(Trader):
         if self.withdrawn or self.size_factor <= 0:
             return OrderBatch.empty()
         half = cfg.half_spread * (1.0 + cfg.vol_widening * max(0.0, ratio - 1.0))
-        base = int(view.balances(np.array([self.holder]), self.base_asset)[0])
-        quote = int(view.balances(np.array([self.holder]), self.quote_asset)[0])
         lot, tick = view.lot(ins), view.tick(ins)
-        base_units_per_lot = lot * 10 ** view.asset_decimals(self.base_asset)
-        quote_unit = 10 ** view.asset_decimals(self.quote_asset)
-        base_value = base / base_units_per_lot * lot * fair
-        quote_value = quote / quote_unit
-        total = base_value + quote_value
-        imbalance = (base_value - quote_value) / total if total > 0 else 0.0
+        lots = max(int(cfg.level_size * self.size_factor / lot), 0)
+        if lots == 0:
+            return OrderBatch.empty()
+        imbalance = self.inventory_imbalance(view, fair)
         shift = -cfg.inventory_skew * imbalance
         k = np.arange(cfg.levels, dtype=np.float64)
         offsets = half + k * cfg.level_spacing
         bid_ticks = np.floor(fair * (1.0 - offsets + shift) / tick).astype(np.int64)
         ask_ticks = np.ceil(fair * (1.0 + offsets + shift) / tick).astype(np.int64)
-        lots = max(int(cfg.level_size * self.size_factor / lot), 0)
-        if lots == 0:
-            return OrderBatch.empty()
-        # Scale the ladder to the wallet (with a 1% margin for fees and rounding).
-        bid_cost = lots * float(np.maximum(bid_ticks, 1).sum()) * tick * lot
-        bid_lots = min(lots, int(lots * 0.99 * quote_value / bid_cost)) if bid_cost > 0 else 0
-        ask_lots = min(lots, int(0.99 * base / base_units_per_lot / cfg.levels))
+        bid_lots, ask_lots = self.fundable_lots(view, bid_ticks, lots)
         orders = []
         if bid_lots > 0:
             keep = bid_ticks > 0
@@ -129,9 +120,79 @@ class MarketMaker(Trader):
             )
         return OrderBatch.concat(orders)
 
+    def _wallet(self, view: MarketView) -> tuple[int, int]:
+        holder = np.array([self.holder])
+        return (
+            int(view.balances(holder, self.base_asset)[0]),
+            int(view.balances(holder, self.quote_asset)[0]),
+        )
+
+    def inventory_imbalance(self, view: MarketView, fair: float) -> float:
+        """``(base value - quote value) / (base value + quote value)`` of the wallet."""
+        base, quote = self._wallet(view)
+        base_value = base / 10 ** view.asset_decimals(self.base_asset) * fair
+        quote_value = quote / 10 ** view.asset_decimals(self.quote_asset)
+        total = base_value + quote_value
+        return (base_value - quote_value) / total if total > 0 else 0.0
+
+    def fundable_lots(self, view: MarketView, bid_ticks: np.ndarray, lots: int) -> tuple[int, int]:
+        """Lots per level on each side, scaled to what the wallet funds (1% kept back)."""
+        base, quote = self._wallet(view)
+        ins = self.instrument
+        lot, tick = view.lot(ins), view.tick(ins)
+        quote_value = quote / 10 ** view.asset_decimals(self.quote_asset)
+        bid_cost = lots * float(np.maximum(bid_ticks, 1).sum()) * tick * lot
+        bid_lots = min(lots, int(lots * 0.99 * quote_value / bid_cost)) if bid_cost > 0 else 0
+        ask_lots = min(lots, int(0.99 * base / view.base_units_per_lot(ins) / self.config.levels))
+        return bid_lots, ask_lots
+
     def on_results(
         self, batch: OrderBatch, order_id: np.ndarray, status: np.ndarray, resting: np.ndarray
     ) -> None:
         """Remember which quotes rest, to cancel them next step."""
         rests = (resting > 0) & (batch.kind == int(OrderKind.LIMIT))
         self.live_orders = np.concatenate([self.live_orders, order_id[rests]])
+
+
+class PerpMarketMaker(MarketMaker):
+    """A market maker on a perp book: its inventory is its position on the venue.
+
+    The imbalance is ``position / max_inventory`` clipped to [-1, 1]; both sides quote the
+    full ``level_size`` and the venue's pre-trade margin check refuses what its margin
+    cannot carry.
+
+    Args:
+        model: The model.
+        config: The perp makers' scenario section.
+        holder: This maker's ledger holder id.
+        instrument: Engine index of the perp book.
+        venue: Name of the perp venue.
+        protocols: Read-only view of the protocols (for the maker's own position).
+        calm_volatility: Per-step volatility regarded as calm.
+    """
+
+    def __init__(
+        self,
+        model: mesa.Model,
+        config: PerpMarketMakersConfig,
+        holder: int,
+        instrument: int,
+        venue: str,
+        protocols: ProtocolsView,
+        calm_volatility: float,
+    ) -> None:
+        super().__init__(model, config, holder, instrument, -1, -1, calm_volatility)
+        self.venue = venue
+        self.protocols = protocols
+        self.max_inventory = config.max_inventory
+
+    def inventory_imbalance(self, view: MarketView, fair: float) -> float:
+        """Position over ``max_inventory``, clipped to [-1, 1]."""
+        lots = self.protocols.perp_positions(self.venue, np.array([self.holder]), self.instrument)[
+            0
+        ]
+        return float(np.clip(lots * view.lot(self.instrument) / self.max_inventory, -1, 1))
+
+    def fundable_lots(self, view: MarketView, bid_ticks: np.ndarray, lots: int) -> tuple[int, int]:
+        """Full size on both sides: the venue's margin check is the limit."""
+        return lots, lots

@@ -1019,6 +1019,18 @@ class PerpVenue:
             return 0.0
         return math.inf if mb <= 0 else mm / mb
 
+    def position_sizes(self, holders: np.ndarray, instrument: int | str) -> np.ndarray:
+        """Signed position sizes in lots of many holders in one contract (0 without one)."""
+        k = self._contract(instrument)
+        holders = np.asarray(holders, dtype=_I64)
+        inside = (holders >= 0) & (holders < self._slot.shape[0])
+        slots = np.full(holders.shape[0], -1, dtype=_I64)
+        slots[inside] = self._slot[holders[inside]]
+        out = np.zeros(holders.shape[0], dtype=_I64)
+        have = slots >= 0
+        out[have] = self._size[slots[have], k]
+        return out
+
     def positions_sum(self) -> np.ndarray:
         """Sum of all positions (accounts and the liquidation engine) per contract, lots."""
         out = self._size[: self._n].sum(axis=0)
@@ -1373,6 +1385,11 @@ class PerpVenue:
         return PerpResult(True, action, h, units)
 
     # ------------------------------------------------------------------------------- mark
+    @property
+    def instruments(self) -> np.ndarray:
+        """Engine instrument indexes of this venue's contracts."""
+        return self._instrument
+
     def update_mark(self, step: int) -> None:
         """Recompute every contract's mark price (the model's oracle phase).
 
@@ -2297,7 +2314,7 @@ class PerpVenue:
         "liquidator_received": "int64",
         "received_receipt": "bool",
     }
-    _ADL_COLUMNS = {
+    ADL_COLUMNS = {
         "step": "int64",
         "protocol": "object",
         "instrument": "object",
@@ -2308,7 +2325,7 @@ class PerpVenue:
         "price": "float64",
         "rank_score": "float64",
     }
-    _FUNDING_COLUMNS = {
+    FUNDING_COLUMNS = {
         "step": "int64",
         "protocol": "object",
         "instrument": "object",
@@ -2346,7 +2363,7 @@ class PerpVenue:
         Columns: step, protocol, instrument, account (liquidated), counterparty, qty (base
         units), qty_lots, price (bankruptcy price), rank_score.
         """
-        return self._frame(self._adl_rows, self._ADL_COLUMNS)
+        return self._frame(self._adl_rows, self.ADL_COLUMNS)
 
     def funding_frame(self) -> pd.DataFrame:
         """Funding payments, one row per contract and funding time.
@@ -2355,4 +2372,4 @@ class PerpVenue:
         paid (units paid by payers), received (units received by receivers; paid - received
         went to the insurance fund).
         """
-        return self._frame(self._funding_rows, self._FUNDING_COLUMNS)
+        return self._frame(self._funding_rows, self.FUNDING_COLUMNS)

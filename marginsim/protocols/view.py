@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:
     from marginsim.protocols.cdp import AuctionState, CdpProtocol, UnsafeVaults
     from marginsim.protocols.lending import LendingPool, LiquidatableAccounts, ReserveInfo
+    from marginsim.protocols.perp import PerpVenue
 
 __all__ = ["ProtocolsView"]
 
@@ -22,9 +25,15 @@ class ProtocolsView:
         cdps: CDP protocols by name.
     """
 
-    def __init__(self, lending: dict[str, LendingPool], cdps: dict[str, CdpProtocol]) -> None:
+    def __init__(
+        self,
+        lending: dict[str, LendingPool],
+        cdps: dict[str, CdpProtocol],
+        perps: dict[str, PerpVenue] | None = None,
+    ) -> None:
         self._lending = lending
         self._cdps = cdps
+        self._perps = perps or {}
 
     @property
     def lending_names(self) -> tuple[str, ...]:
@@ -82,3 +91,13 @@ class ProtocolsView:
     def cdp_price(self, cdp: str) -> float | None:
         """The collateral price ``cdp`` reads now."""
         return self._cdps[cdp].oracle_price()
+
+    # ---------------------------------------------------------------- perp venues
+    def perp_positions(self, venue: str, holders: np.ndarray, instrument: int) -> np.ndarray:
+        """Signed position sizes (lots) of ``holders`` in a perp contract."""
+        return self._perps[venue].position_sizes(holders, instrument)
+
+    def perp_mark(self, venue: str, instrument: int) -> float | None:
+        """Mark price of a perp contract (``None`` before the venue has an index)."""
+        mark = self._perps[venue].mark_price(instrument)
+        return None if mark is None or not mark > 0 else float(mark)
