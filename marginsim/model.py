@@ -31,6 +31,7 @@ from marginsim.market.oracle import OracleSet, make_oracle
 from marginsim.market.view import MarketView
 from marginsim.metrics import MetricsRecorder
 from marginsim.protocols.cdp import AUCTION_COLUMNS, CdpProtocol
+from marginsim.protocols.events import LIQUIDATION_COLUMNS
 from marginsim.protocols.lending import LendingPool
 from marginsim.protocols.perp import PerpContract, PerpVenue
 from marginsim.protocols.view import ProtocolsView
@@ -745,11 +746,7 @@ class MarginModel(mesa.Model):
         swaps = [p.swaps_frame() for p in self.amms]
         lending, cdps = list(self.lending.values()), list(self.cdps.values())
         liquidations = [p.liquidations_frame() for p in (*lending, *self.perps.values())]
-        for cdp in cdps:
-            frame = cdp.liquidations()
-            frame["liquidator_received"] = frame["collateral_seized"]
-            frame["received_receipt"] = False
-            liquidations.append(frame)
+        liquidations += [c.liquidations() for c in cdps]
         bad_debt = [
             p.bad_debt_frame().rename(
                 columns={"covered_by_reserves": "covered", "borne_by_suppliers": "uncovered"}
@@ -763,7 +760,7 @@ class MarginModel(mesa.Model):
                 _SHOCK_COLUMNS
             ),
             "mints": mints,
-            "liquidations": _concat(liquidations, _LIQUIDATION_COLUMNS),
+            "liquidations": _concat(liquidations, LIQUIDATION_COLUMNS),
             "bad_debt": _concat(bad_debt, _BAD_DEBT_COLUMNS),
             "flash_loans": _concat([p.flash_loans_frame() for p in lending], _FLASH_LOAN_COLUMNS),
             "auctions": _concat([c.auctions() for c in cdps], AUCTION_COLUMNS),
@@ -787,23 +784,6 @@ def _concat(frames: list[pd.DataFrame], columns: dict[str, object]) -> pd.DataFr
     return pd.DataFrame({k: pd.Series([], dtype=v) for k, v in columns.items()})
 
 
-#: Columns of the ``liquidations`` table (lending liquidations and CDP auction takes).
-_LIQUIDATION_COLUMNS: dict[str, object] = {
-    "step": np.int64,
-    "protocol": object,
-    "account": np.int64,
-    "liquidator": np.int64,
-    "debt_asset": object,
-    "debt_repaid": np.int64,
-    "collateral_asset": object,
-    "collateral_seized": np.int64,
-    "oracle_price": np.float64,
-    "bonus_value": np.float64,
-    "protocol_fee": np.int64,
-    "bad_debt": np.int64,
-    "liquidator_received": np.int64,
-    "received_receipt": bool,
-}
 #: Columns of the ``bad_debt`` table: ``covered`` by protocol reserves or surplus,
 #: ``uncovered`` borne by suppliers (lending) or left as system debt (CDP).
 _BAD_DEBT_COLUMNS: dict[str, object] = {

@@ -106,9 +106,9 @@ import pandas as pd
 
 from marginsim.config import CdpConfig
 from marginsim.ledger import Ledger
+from marginsim.protocols.events import LIQUIDATION_COLUMNS
 
 __all__ = [
-    "LIQUIDATION_COLUMNS",
     "SECONDS_PER_YEAR",
     "AuctionStart",
     "AuctionState",
@@ -128,20 +128,8 @@ SECONDS_PER_YEAR = 365 * 86_400
 
 #: Columns and dtypes of the liquidations event table, shared with the lending pools (which
 #: add columns of their own) so that the tables concatenate.
-LIQUIDATION_COLUMNS = {
-    "step": "int64",
-    "protocol": "object",
-    "account": "int64",
-    "liquidator": "int64",
-    "debt_asset": "object",
-    "debt_repaid": "int64",
-    "collateral_asset": "object",
-    "collateral_seized": "int64",
-    "oracle_price": "float64",
-    "bonus_value": "float64",
-    "protocol_fee": "int64",
-    "bad_debt": "int64",
-}
+#: The first twelve columns of the shared liquidations schema (a take's own fields).
+_TAKE_COLUMNS = dict(list(LIQUIDATION_COLUMNS.items())[:12])
 AUCTION_COLUMNS = {
     "auction_id": "int64",
     "protocol": "object",
@@ -1072,7 +1060,11 @@ class CdpProtocol:
         ``collateral_seized`` is collateral units; ``oracle_price`` is the collateral price
         at the take (NaN without one).
         """
-        return _frame(self._liquidation_rows, LIQUIDATION_COLUMNS)
+        frame = _frame(self._liquidation_rows, _TAKE_COLUMNS)
+        # A keeper receives exactly the collateral it bought, as the underlying.
+        frame["liquidator_received"] = frame["collateral_seized"]
+        frame["received_receipt"] = False
+        return frame
 
     def auctions(self) -> pd.DataFrame:
         """One row per auction, active or ended.

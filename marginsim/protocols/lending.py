@@ -83,6 +83,7 @@ import pandas as pd
 
 from marginsim.config import LendingConfig, RateModelConfig
 from marginsim.ledger import AssetSpec, Ledger
+from marginsim.protocols.events import LIQUIDATION_COLUMNS
 
 __all__ = [
     "RAY",
@@ -1937,22 +1938,6 @@ class LendingPool:
         out["accounts_hf_below_1_1"] = float(np.count_nonzero(hf < 1.1))
         return out
 
-    _LIQUIDATION_COLUMNS = {
-        "step": "int64",
-        "protocol": "object",
-        "account": "int64",
-        "liquidator": "int64",
-        "debt_asset": "object",
-        "debt_repaid": "int64",
-        "collateral_asset": "object",
-        "collateral_seized": "int64",
-        "oracle_price": "float64",
-        "bonus_value": "float64",
-        "protocol_fee": "int64",
-        "bad_debt": "int64",
-        "liquidator_received": "int64",
-        "received_receipt": "bool",
-    }
     _FLASH_LOAN_COLUMNS = {
         "step": "int64",
         "protocol": "object",
@@ -1986,7 +1971,7 @@ class LendingPool:
         of account), protocol_fee (units of collateral), bad_debt (units of the debt asset
         written off afterwards), liquidator_received (units), received_receipt.
         """
-        return self._frame(self._liquidations, self._LIQUIDATION_COLUMNS)
+        return self._frame(self._liquidations, LIQUIDATION_COLUMNS)
 
     def flash_loans_frame(self) -> pd.DataFrame:
         """Flash loans: step, protocol, holder, asset, amount, fee (units), repaid."""

@@ -154,6 +154,7 @@ import pandas as pd
 from marginsim.config import MarginTierConfig, PerpConfig
 from marginsim.ledger import Ledger
 from marginsim.market.engine import MAX_PRICE_TICKS, BookSpec, OrderKind
+from marginsim.protocols.events import LIQUIDATION_COLUMNS
 from marginsim.protocols.lending import PriceFeed
 
 __all__ = [
@@ -2298,22 +2299,6 @@ class PerpVenue:
         out["deficits_covered"] = self._deficits_covered / u
         return out
 
-    _LIQUIDATION_COLUMNS = {
-        "step": "int64",
-        "protocol": "object",
-        "account": "int64",
-        "liquidator": "int64",
-        "debt_asset": "object",
-        "debt_repaid": "int64",
-        "collateral_asset": "object",
-        "collateral_seized": "int64",
-        "oracle_price": "float64",
-        "bonus_value": "float64",
-        "protocol_fee": "int64",
-        "bad_debt": "int64",
-        "liquidator_received": "int64",
-        "received_receipt": "bool",
-    }
     ADL_COLUMNS = {
         "step": "int64",
         "protocol": "object",
@@ -2355,7 +2340,7 @@ class PerpVenue:
         liquidator_received (surplus paid into the insurance fund, units), received_receipt
         (always false).
         """
-        return self._frame(self._liquidations, self._LIQUIDATION_COLUMNS)
+        return self._frame(self._liquidations, LIQUIDATION_COLUMNS)
 
     def adl_frame(self) -> pd.DataFrame:
         """Auto-deleveraging trades, one row per closed counterparty position part.

@@ -10,12 +10,12 @@ import pytest
 from marginsim.config import AuctionConfig, CdpConfig
 from marginsim.ledger import AssetSpec, Ledger
 from marginsim.protocols.cdp import (
-    LIQUIDATION_COLUMNS,
     SECONDS_PER_YEAR,
     AuctionStatus,
     CdpProtocol,
     TickResult,
 )
+from marginsim.protocols.events import LIQUIDATION_COLUMNS
 
 WETH = 10**9  # units per WETH (9 decimals)
 DAI = 10**6  # units per DAI (6 decimals)
@@ -247,6 +247,8 @@ def test_a_take_that_raises_the_whole_tab_returns_the_rest_to_the_owner():
         "bonus_value": 1_000.0,  # the penalty as a value, human DAI
         "protocol_fee": 1_000 * DAI,
         "bad_debt": 0,
+        "liquidator_received": 6_285_714_285,  # a keeper gets exactly what it bought
+        "received_receipt": False,
     }
     auction = w.cdp.auctions().iloc[0]
     assert (auction.status, auction.end_step, auction.raised, auction.shortfall) == (
