@@ -158,12 +158,14 @@ def test_perp_venue_defaults_and_tier_rules():
     assert [t.max_leverage for t in tiers] == [125, 100, 50, 20, 10, 5, 4, 3, 2, 1]
     assert Scenario.from_toml_str(scenario.to_toml()) == scenario
     with pytest.raises(ScenarioError) as err:
-        scenario.with_overrides({
-            "protocols.perpx.tiers": [
-                {"max_notional": 10.0, "maintenance_rate": 0.1, "max_leverage": 20},
-            ],
-            "protocols.perpx.index_oracle": "nope",
-        })
+        scenario.with_overrides(
+            {
+                "protocols.perpx.tiers": [
+                    {"max_notional": 10.0, "maintenance_rate": 0.1, "max_leverage": 20},
+                ],
+                "protocols.perpx.index_oracle": "nope",
+            }
+        )
     found = dict(err.value.problems)
     assert "the last tier 0 (unbounded); got [10.0]" in found["protocols.perpx.tiers"]
 
@@ -172,7 +174,7 @@ def test_lending_preset_fills_omitted_fields_and_scenario_values_win():
     scenario = Scenario.from_toml_str(
         MINIMAL + '[oracles.eth]\nkind = "index"\n[protocols.comp]\nkind = "lending"\n'
         'preset = "compound-v2"\n[protocols.comp.reserves.WETH]\nprice = "eth"\n'
-        '[protocols.comp.reserves.USDC]\nprice = 1.0\nreserve_factor = 0.5\n'
+        "[protocols.comp.reserves.USDC]\nprice = 1.0\nreserve_factor = 0.5\n"
     )
     comp = scenario.protocols["comp"]
     assert (comp.flash_loans, comp.close_factor, comp.full_close_below_hf) == (False, 0.5, 0.0)

@@ -72,9 +72,7 @@ def _is_int(x: object) -> bool:
 
 
 def _param_error(owner: str, name: str, rule: str, value: object) -> ValueError:
-    return ValueError(
-        f"The {name!r} parameter of {owner} must be {rule}. Got {value!r} instead."
-    )
+    return ValueError(f"The {name!r} parameter of {owner} must be {rule}. Got {value!r} instead.")
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -148,8 +146,11 @@ class ConstantProductPool:
         if not isinstance(pool_id, str) or not pool_id:
             raise _param_error(owner, "pool_id", "a non-empty string", pool_id)
         n = ledger.n_assets
-        for name, value in (("base_asset", base_asset), ("quote_asset", quote_asset),
-                            ("lp_asset", lp_asset)):
+        for name, value in (
+            ("base_asset", base_asset),
+            ("quote_asset", quote_asset),
+            ("lp_asset", lp_asset),
+        ):
             if not _is_int(value) or not 0 <= value < n:
                 raise _param_error(owner, name, f"a ledger asset id in [0, {n - 1}]", value)
         if len({int(base_asset), int(quote_asset), int(lp_asset)}) != 3:
@@ -159,7 +160,9 @@ class ConstantProductPool:
             )
         if not _is_int(pool_holder) or not 0 <= pool_holder < ledger.n_holders:
             raise _param_error(
-                owner, "pool_holder", f"a ledger holder id in [0, {ledger.n_holders - 1}]",
+                owner,
+                "pool_holder",
+                f"a ledger holder id in [0, {ledger.n_holders - 1}]",
                 pool_holder,
             )
         if not _is_int(fee_ppm) or not 0 <= fee_ppm < FEE_DENOMINATOR:
@@ -175,7 +178,12 @@ class ConstantProductPool:
         self._base_unit = 10 ** ledger.assets[self.base_asset].decimals
         self._quote_unit = 10 ** ledger.assets[self.quote_asset].decimals
         self._rows: dict[str, list[int | float]] = {
-            "step": [], "holder": [], "side": [], "amount_in": [], "amount_out": [], "price": []
+            "step": [],
+            "holder": [],
+            "side": [],
+            "amount_in": [],
+            "amount_out": [],
+            "price": [],
         }
 
     # ------------------------------------------------------------------------- state
@@ -217,8 +225,7 @@ class ConstantProductPool:
     # ------------------------------------------------------------------------- quotes
     def _check_side(self, side: object) -> int:
         if not _is_int(side) or side not in (1, -1):
-            raise _param_error(type(self).__name__, "side", "+1 (buy base) or -1 (sell base)",
-                               side)
+            raise _param_error(type(self).__name__, "side", "+1 (buy base) or -1 (sell base)", side)
         return int(side)
 
     def _legs(self, side: int) -> tuple[int, int, int, int]:
@@ -258,8 +265,9 @@ class ConstantProductPool:
         """
         side = self._check_side(side)
         if not _is_int(amount_out) or amount_out < 0:
-            raise _param_error("ConstantProductPool.amount_in_for", "amount_out", "an int >= 0",
-                               amount_out)
+            raise _param_error(
+                "ConstantProductPool.amount_in_for", "amount_out", "an int >= 0", amount_out
+            )
         if amount_out == 0:
             return 0
         _, _, r_in, r_out = self._legs(side)
@@ -344,20 +352,24 @@ class ConstantProductPool:
             return SwapResult(status, side, 0, 0, out, None, reason)
 
         if amount_in <= 0:
-            return refuse(SwapStatus.NON_POSITIVE_AMOUNT, 0, f"amount_in must be > 0, got "
-                          f"{amount_in}")
+            return refuse(
+                SwapStatus.NON_POSITIVE_AMOUNT, 0, f"amount_in must be > 0, got {amount_in}"
+            )
         if r_in == 0 or r_out == 0:
-            return refuse(SwapStatus.EMPTY_POOL, 0, f"pool {self.pool_id!r} has reserves "
-                          f"{self.reserves}")
+            return refuse(
+                SwapStatus.EMPTY_POOL, 0, f"pool {self.pool_id!r} has reserves {self.reserves}"
+            )
         out = self._amount_out(amount_in, r_in, r_out)
         if have < amount_in:
-            return refuse(SwapStatus.INSUFFICIENT_BALANCE, out, f"holder "
-                          f"{self.ledger.holder_name(holder)!r} has {have}, needs {amount_in}")
+            return refuse(
+                SwapStatus.INSUFFICIENT_BALANCE,
+                out,
+                f"holder {self.ledger.holder_name(holder)!r} has {have}, needs {amount_in}",
+            )
         if out == 0:
             return refuse(SwapStatus.ZERO_OUTPUT, 0, f"{amount_in} units in would pay out 0")
         if out < min_out:
-            return refuse(SwapStatus.BELOW_MIN_OUT, out, f"output {out} is below min_out "
-                          f"{min_out}")
+            return refuse(SwapStatus.BELOW_MIN_OUT, out, f"output {out} is below min_out {min_out}")
         # Neither transfer can fail now: the holder has amount_in and out < reserve_out.
         self.ledger.transfer(holder, self.pool_holder, asset_in, amount_in)
         self.ledger.transfer(self.pool_holder, holder, asset_out, out)
@@ -381,15 +393,17 @@ class ConstantProductPool:
         """
         rows = self._rows
         n = len(rows["step"])
-        return pd.DataFrame({
-            "step": np.asarray(rows["step"], dtype=np.int64),
-            "pool": pd.Series([self.pool_id] * n, dtype=object),
-            "holder": np.asarray(rows["holder"], dtype=np.int64),
-            "side": np.asarray(rows["side"], dtype=np.int64),
-            "amount_in": np.asarray(rows["amount_in"], dtype=np.int64),
-            "amount_out": np.asarray(rows["amount_out"], dtype=np.int64),
-            "price": np.asarray(rows["price"], dtype=np.float64),
-        })
+        return pd.DataFrame(
+            {
+                "step": np.asarray(rows["step"], dtype=np.int64),
+                "pool": pd.Series([self.pool_id] * n, dtype=object),
+                "holder": np.asarray(rows["holder"], dtype=np.int64),
+                "side": np.asarray(rows["side"], dtype=np.int64),
+                "amount_in": np.asarray(rows["amount_in"], dtype=np.int64),
+                "amount_out": np.asarray(rows["amount_out"], dtype=np.int64),
+                "price": np.asarray(rows["price"], dtype=np.float64),
+            }
+        )
 
     # ------------------------------------------------------------------------- liquidity
     def quote_add_liquidity(self, base_units: int, quote_units: int) -> tuple[int, int, int]:
@@ -438,8 +452,12 @@ class ConstantProductPool:
             LedgerError: If the LP supply would overflow or the holder is unknown.
         """
         if not _is_int(holder) or holder == self.pool_holder:
-            raise _param_error("ConstantProductPool.add_liquidity", "holder",
-                               "a holder id other than the pool's", holder)
+            raise _param_error(
+                "ConstantProductPool.add_liquidity",
+                "holder",
+                "a holder id other than the pool's",
+                holder,
+            )
         holder = int(holder)
         shares, base_taken, quote_taken = self.quote_add_liquidity(base_units, quote_units)
         if shares <= 0:
@@ -502,5 +520,7 @@ class ConstantProductPool:
 
     def __repr__(self) -> str:
         base, quote = self.reserves
-        return (f"ConstantProductPool({self.pool_id!r}, base={base}, quote={quote}, "
-                f"fee_ppm={self.fee_ppm})")
+        return (
+            f"ConstantProductPool({self.pool_id!r}, base={base}, quote={quote}, "
+            f"fee_ppm={self.fee_ppm})"
+        )

@@ -43,9 +43,7 @@ SECONDS_PER_YEAR = 365 * 86400
 
 # ----------------------------------------------------------------------------- validation
 def _param_error(owner: str, name: str, rule: str, value: object) -> ValueError:
-    return ValueError(
-        f"The {name!r} parameter of {owner} must be {rule}. Got {value!r} instead."
-    )
+    return ValueError(f"The {name!r} parameter of {owner} must be {rule}. Got {value!r} instead.")
 
 
 def _is_real(x: object) -> bool:
@@ -348,7 +346,9 @@ class ScriptedPath(ExogenousDriver):
             bad = np.flatnonzero(~(np.isfinite(arr) & (arr > 0)))
             if bad.size:
                 raise _param_error(
-                    owner, "values", "a list of finite floats > 0",
+                    owner,
+                    "values",
+                    "a list of finite floats > 0",
                     f"values[{int(bad[0])}] = {float(arr[bad[0]])!r}",
                 )
             self._values = arr
@@ -485,8 +485,10 @@ def _read_price_column(path: Path, column: str) -> np.ndarray:
 
     name = path.name.lower()
     if not path.is_file():
-        raise ValueError(f"The 'path' parameter of Replay must be an existing file. Got "
-                         f"{str(path)!r} instead (no such file).")
+        raise ValueError(
+            f"The 'path' parameter of Replay must be an existing file. Got "
+            f"{str(path)!r} instead (no such file)."
+        )
     try:
         if name.endswith(_CSV_SUFFIXES):
             columns = list(pd.read_csv(path, nrows=0).columns)

@@ -64,9 +64,7 @@ class PriceQuotes(Protocol):
 
 # ----------------------------------------------------------------------------- validation
 def _param_error(owner: str, name: str, rule: str, value: object) -> ValueError:
-    return ValueError(
-        f"The {name!r} parameter of {owner} must be {rule}. Got {value!r} instead."
-    )
+    return ValueError(f"The {name!r} parameter of {owner} must be {rule}. Got {value!r} instead.")
 
 
 def _is_int(x: object) -> bool:
@@ -91,8 +89,10 @@ def _check_reads(owner: str, reads: object, sources: Sequence[str]) -> str:
     if reads == INDEX and any(s != INDEX for s in sources):
         # Reading the index from a market source is almost certainly a scenario mistake.
         raise _param_error(
-            owner, "reads", "'mid' or 'last' when a source is a market ('index' reads need "
-            "source 'index')", reads,
+            owner,
+            "reads",
+            "'mid' or 'last' when a source is a market ('index' reads need source 'index')",
+            reads,
         )
     return str(reads)
 
@@ -184,8 +184,11 @@ class _SpotOracle(Oracle):
         self.source = _check_source(owner, "source", source)
         if self.source == INDEX:
             raise _param_error(
-                owner, "source", f"a market id (a {self.kind!r} oracle reads a market; use kind "
-                "'index' for the index)", source,
+                owner,
+                "source",
+                f"a market id (a {self.kind!r} oracle reads a market; use kind "
+                "'index' for the index)",
+                source,
             )
 
     def _update(self, step: int, gap: int, quotes: PriceQuotes) -> tuple[float | None, bool]:
@@ -274,8 +277,8 @@ class TwapOracle(Oracle):
             self._window.extend([held] * min(gap - 1, self.window_steps))
         value = _observe(quotes, self.source, self.reads)
         if value is None:
-            value = replaced if replaced is not None else (
-                self._window[-1] if self._window else None
+            value = (
+                replaced if replaced is not None else (self._window[-1] if self._window else None)
             )
             if value is None:
                 return None, False
@@ -320,9 +323,11 @@ class PushOracle(Oracle):
         owner = type(self).__name__
         self.source = _check_source(owner, "source", source)
         self.reads = _check_reads(owner, reads, [self.source])
-        if isinstance(deviation, bool) or not isinstance(
-            deviation, int | float | np.integer | np.floating
-        ) or not 0 < deviation < 1:
+        if (
+            isinstance(deviation, bool)
+            or not isinstance(deviation, int | float | np.integer | np.floating)
+            or not 0 < deviation < 1
+        ):
             raise _param_error(owner, "deviation", "a float in the range (0, 1)", deviation)
         if not _is_int(heartbeat_steps) or heartbeat_steps < 1:
             raise _param_error(owner, "heartbeat_steps", "an int >= 1", heartbeat_steps)

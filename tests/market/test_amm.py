@@ -15,10 +15,12 @@ BASE, QUOTE, LP = 0, 1, 2
 
 def make_pool(base=1000, quote=2_000_000, fee_ppm=3000, decimals=(0, 0)):
     """A pool seeded by holder 'lp' with ``base``/``quote``, and a funded trader 'alice'."""
-    ledger = Ledger([AssetSpec("WETH", decimals[0]), AssetSpec("USDC", decimals[1]),
-                     AssetSpec("LP-amm", 9)])
-    pool = ConstantProductPool(ledger, "amm", BASE, QUOTE, LP, ledger.add_holder("amm"),
-                               fee_ppm=fee_ppm)
+    ledger = Ledger(
+        [AssetSpec("WETH", decimals[0]), AssetSpec("USDC", decimals[1]), AssetSpec("LP-amm", 9)]
+    )
+    pool = ConstantProductPool(
+        ledger, "amm", BASE, QUOTE, LP, ledger.add_holder("amm"), fee_ppm=fee_ppm
+    )
     lp, alice = ledger.add_holder("lp"), ledger.add_holder("alice")
     if base or quote:
         ledger.mint(lp, BASE, base, "seed")
@@ -91,8 +93,9 @@ def test_zero_fee_pool_keeps_k_up_to_rounding():
 
 
 def test_mid_price_is_in_human_units():
-    ledger, pool, lp, alice = make_pool(base=5000 * 10**9, quote=10_000_000 * 10**6,
-                                        decimals=(9, 6))
+    ledger, pool, lp, alice = make_pool(
+        base=5000 * 10**9, quote=10_000_000 * 10**6, decimals=(9, 6)
+    )
     assert pool.mid_price() == 2000.0
     filled, quote_units, avg = pool.market_order_cost(1, 10**9)  # buy 1 WETH
     # ceil(10^9 * 10^13 * 10^6 / (997_000 * (5 * 10^12 - 10^9)))
@@ -109,8 +112,16 @@ def test_mid_price_is_in_human_units():
 def test_k_never_decreases_over_a_sequence_of_swaps():
     ledger, pool, _, alice = make_pool()
     ks = [pool.k]
-    for side, amount in [(-1, 10), (1, 100_000), (-1, 1), (1, 2_000), (-1, 500), (1, 3),
-                         (1, 5_000_000), (-1, 7)]:
+    for side, amount in [
+        (-1, 10),
+        (1, 100_000),
+        (-1, 1),
+        (1, 2_000),
+        (-1, 500),
+        (1, 3),
+        (1, 5_000_000),
+        (-1, 7),
+    ]:
         result = pool.swap(alice, side, amount)
         assert result.ok or result.status is SwapStatus.ZERO_OUTPUT
         ks.append(pool.k)
@@ -131,12 +142,23 @@ def test_swaps_are_recorded_with_the_step_the_model_sets():
     pool.swap(alice, 1, 100_000)
     frame = pool.swaps_frame()
     assert frame.to_dict("list") == {
-        "step": [3, 4], "pool": ["amm", "amm"], "holder": [alice, alice], "side": [-1, 1],
-        "amount_in": [10, 100_000], "amount_out": [19_743, 48],
+        "step": [3, 4],
+        "pool": ["amm", "amm"],
+        "holder": [alice, alice],
+        "side": [-1, 1],
+        "amount_in": [10, 100_000],
+        "amount_out": [19_743, 48],
         "price": [1974.3, 100_000 / 48],
     }
-    assert [str(t) for t in frame.dtypes] == ["int64", "object", "int64", "int64", "int64",
-                                              "int64", "float64"]
+    assert [str(t) for t in frame.dtypes] == [
+        "int64",
+        "object",
+        "int64",
+        "int64",
+        "int64",
+        "int64",
+        "float64",
+    ]
     assert pool.last_price() == 100_000 / 48
 
 
@@ -250,8 +272,10 @@ def test_constructor_validates_parameters():
     holder = ledger.add_holder("pool")
     with pytest.raises(ValueError) as err:
         ConstantProductPool(ledger, "p", 0, 1, 2, holder, fee_ppm=1_000_000)
-    assert str(err.value) == ("The 'fee_ppm' parameter of ConstantProductPool must be an int in "
-                              "[0, 1000000). Got 1000000 instead.")
+    assert str(err.value) == (
+        "The 'fee_ppm' parameter of ConstantProductPool must be an int in "
+        "[0, 1000000). Got 1000000 instead."
+    )
     with pytest.raises(ValueError, match="three different assets"):
         ConstantProductPool(ledger, "p", 0, 1, 1, holder)
     with pytest.raises(ValueError, match=r"'lp_asset' parameter .* asset id in \[0, 2\]"):
@@ -276,8 +300,9 @@ def float_reference_out(amount_in, reserve_in, reserve_out, fee_ppm):
     amount_in=st.integers(1, 10**15),
     fee_ppm=st.sampled_from([0, 500, 3000, 10_000, 99_999]),
 )
-def test_output_is_within_one_unit_of_a_float_reference(reserve_in, reserve_out, amount_in,
-                                                        fee_ppm):
+def test_output_is_within_one_unit_of_a_float_reference(
+    reserve_in, reserve_out, amount_in, fee_ppm
+):
     ledger, pool, _, _ = make_pool(base=0, quote=0, fee_ppm=fee_ppm)
     ledger.mint(pool.pool_holder, QUOTE, reserve_in, "reserves")
     ledger.mint(pool.pool_holder, BASE, reserve_out, "reserves")
@@ -318,8 +343,9 @@ def test_random_operation_sequences_keep_k_and_value_per_share(fee_ppm, ops):
             assert pool.k >= k_before  # swaps never decrease k
         elif op == "add":
             try:
-                pool.add_liquidity(lp, int(a * ledger.balance(lp, BASE)),
-                                   int(b * ledger.balance(lp, QUOTE)))
+                pool.add_liquidity(
+                    lp, int(a * ledger.balance(lp, BASE)), int(b * ledger.balance(lp, QUOTE))
+                )
             except ValueError:
                 pass  # too small to mint a share: refused, checked below like any step
         else:

@@ -108,8 +108,9 @@ def test_extreme_parameters_that_overflow_are_reported():
 
 # ----------------------------------------------------------------------------- jumps
 def test_jump_diffusion_matches_a_plain_loop_reference():
-    d = JumpDiffusion(100.0, drift=0.05, volatility=0.6, jump_intensity=2000.0,
-                      jump_mean=-0.03, jump_std=0.02)
+    d = JumpDiffusion(
+        100.0, drift=0.05, volatility=0.6, jump_intensity=2000.0, jump_mean=-0.03, jump_std=0.02
+    )
     n, step = 300, 3600.0
     path = d.generate(n, step, rng(4))
     dt = step / (365 * 86400)
@@ -127,7 +128,8 @@ def test_jump_diffusion_matches_a_plain_loop_reference():
 
 def test_jump_diffusion_without_jumps_is_the_gbm_path():
     a = JumpDiffusion(100.0, drift=0.1, volatility=0.5, jump_intensity=0.0).generate(
-        1000, 60.0, rng(2))
+        1000, 60.0, rng(2)
+    )
     b = GBM(100.0, drift=0.1, volatility=0.5).generate(1000, 60.0, rng(2))
     np.testing.assert_allclose(a, b, rtol=1e-14)
 
@@ -146,8 +148,9 @@ def test_jump_counts_are_poisson_with_the_intensity():
 def test_jump_drift_is_compensated():
     # E[log return] = (drift - vol^2/2 - lambda*kappa) dt + lambda*jump_mean*dt. Without the
     # compensator the mean would be lower by 12 * kappa / 365 = 1.45e-3 (10 standard errors).
-    d = JumpDiffusion(1.0, drift=0.0, volatility=0.8, jump_intensity=12.0,
-                      jump_mean=-0.05, jump_std=0.1)
+    d = JumpDiffusion(
+        1.0, drift=0.0, volatility=0.8, jump_intensity=12.0, jump_mean=-0.05, jump_std=0.1
+    )
     r = log_returns(d.generate(100_000, DAY, rng(6)))
     expected = (-0.32 - 12 * d.kappa + 12 * -0.05) / 365
     assert d.kappa == pytest.approx(math.exp(-0.045) - 1, rel=1e-15)
@@ -173,8 +176,9 @@ def test_garch_matches_a_plain_loop_reference():
 
 
 def test_garch_unconditional_variance_and_volatility_clustering():
-    r = log_returns(Garch(1.0, volatility=0.8, alpha=0.08, beta=0.9).generate(400_000, DAY,
-                                                                           rng(21)))
+    r = log_returns(
+        Garch(1.0, volatility=0.8, alpha=0.08, beta=0.9).generate(400_000, DAY, rng(21))
+    )
     assert r.var() == pytest.approx(0.64 / 365, rel=0.1)
     r_gbm = log_returns(GBM(1.0, volatility=0.8).generate(400_000, DAY, rng(21)))
 
@@ -209,11 +213,11 @@ def test_scripted_values_longer_than_the_run_are_cut():
 
 
 def test_segments_move_geometrically_and_end_exactly():
-    path = ScriptedPath(100.0, segments=[{"steps": 2, "change": -0.19},
-                                         {"steps": 2.0, "change": 0.21}]).generate(6, 60.0)
+    path = ScriptedPath(
+        100.0, segments=[{"steps": 2, "change": -0.19}, {"steps": 2.0, "change": 0.21}]
+    ).generate(6, 60.0)
     # 100 -> 90 -> 81 (x0.9 per step), then 81 -> 89.1 -> 98.01 (x1.1 per step), then hold.
-    assert path.tolist() == pytest.approx([100.0, 90.0, 81.0, 89.1, 98.01, 98.01, 98.01],
-                                          rel=1e-14)
+    assert path.tolist() == pytest.approx([100.0, 90.0, 81.0, 89.1, 98.01, 98.01, 98.01], rel=1e-14)
 
 
 def test_a_45_percent_fall_over_a_day_of_minutes():
@@ -241,8 +245,10 @@ def test_segments_beyond_the_run_are_cut():
         ({"segments": []}, "'segments' parameter of ScriptedPath must be a non-empty list"),
         ({"segments": [{"steps": 0, "change": 0.1}]}, r"'segments\[0\]'"),
         ({"segments": [{"steps": 1.5, "change": 0.1}]}, r"'segments\[0\]'"),
-        ({"segments": [{"steps": 1, "change": 0.1}, {"steps": 1, "change": -1.0}]},
-         r"'segments\[1\]' parameter of ScriptedPath must be a dict"),
+        (
+            {"segments": [{"steps": 1, "change": 0.1}, {"steps": 1, "change": -1.0}]},
+            r"'segments\[1\]' parameter of ScriptedPath must be a dict",
+        ),
         ({"segments": [{"steps": 1, "change": 0.1, "extra": 1}]}, r"'segments\[0\]'"),
     ],
 )
@@ -254,8 +260,14 @@ def test_scripted_path_rejects_bad_scripts(kwargs, match):
 # ----------------------------------------------------------------------------- replay
 @pytest.fixture
 def price_frame() -> pd.DataFrame:
-    return pd.DataFrame({"time": np.arange(6), "price": [10.0, 11.0, 12.0, 13.0, 14.0, 15.0],
-                         "bad": [1.0, 2.0, np.nan, -1.0, 5.0, 6.0], "name": list("abcdef")})
+    return pd.DataFrame(
+        {
+            "time": np.arange(6),
+            "price": [10.0, 11.0, 12.0, 13.0, 14.0, 15.0],
+            "bad": [1.0, 2.0, np.nan, -1.0, 5.0, 6.0],
+            "name": list("abcdef"),
+        }
+    )
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
@@ -274,16 +286,22 @@ def test_replay_reads_rows_from_start_row_scaled(tmp_path, price_frame, suffix):
 def test_replay_with_too_few_rows_names_both_numbers(tmp_path, price_frame):
     path = tmp_path / "p.csv"
     price_frame.to_csv(path, index=False)
-    with pytest.raises(ValueError, match=r"has 4 rows from start_row 2 \(6 rows in all\), but a "
-                                         r"run of 5 steps needs n_steps \+ 1 = 6"):
+    with pytest.raises(
+        ValueError,
+        match=r"has 4 rows from start_row 2 \(6 rows in all\), but a "
+        r"run of 5 steps needs n_steps \+ 1 = 6",
+    ):
         Replay(path, start_row=2).generate(5, 60.0)
 
 
 def test_replay_names_the_row_of_a_nan_or_non_positive_price(tmp_path, price_frame):
     path = tmp_path / "p.parquet"
     price_frame.to_parquet(path)
-    with pytest.raises(ValueError, match=r"column 'bad': the price at data row 2 \(0-based\) is "
-                                         r"nan"):
+    with pytest.raises(
+        ValueError,
+        match=r"column 'bad': the price at data row 2 \(0-based\) is "
+        r"nan",
+    ):
         Replay(path, column="bad").generate(3, 60.0)
     with pytest.raises(ValueError, match="data row 3 .* is -1.0"):
         Replay(path, column="bad", start_row=3).generate(1, 60.0)
@@ -334,9 +352,12 @@ def test_make_driver_rejects_unknown_models_and_parameters():
         "The 'model' parameter of make_driver must be one of ['garch', 'gbm', 'jump', 'path', "
         "'replay']. Got 'heston' instead."
     )
-    with pytest.raises(ValueError, match=r"GBM \(model 'gbm'\) does not take the parameter\(s\) "
-                                         r"\['alpha'\]; it takes \['initial', 'drift', "
-                                         r"'volatility'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"GBM \(model 'gbm'\) does not take the parameter\(s\) "
+        r"\['alpha'\]; it takes \['initial', 'drift', "
+        r"'volatility'\]",
+    ):
         make_driver("gbm", initial=1.0, alpha=0.1)
 
 

@@ -108,7 +108,8 @@ def test_a_non_positive_or_nan_quote_counts_as_no_price():
 def test_index_oracle_reads_the_index():
     oracle = IndexOracle("idx")
     assert run(oracle, FakeQuotes(index=2000.0), {0: {}, 1: {"index": 1990.0}}) == [
-        (2000.0, 0), (1990.0, 1)
+        (2000.0, 0),
+        (1990.0, 1),
     ]
 
 
@@ -134,17 +135,27 @@ def test_thin_market_mid_oracle_moves_with_one_aggressive_order():
 def test_twap_exact_values_with_missing_observations_and_skipped_steps():
     oracle = TwapOracle("t", "book", reads="mid", window_steps=3)
     quotes = FakeQuotes()
-    got = run(oracle, quotes, {
-        0: {},                                  # nothing observed yet: no price
-        1: {"mids": {"book": 10.0}},            # [10]
-        2: {"mids": {"book": 20.0}},            # [10, 20]
-        3: {"mids": {"book": 30.0}},            # [10, 20, 30]
-        4: {"mids": {"book": 60.0}},            # [20, 30, 60]
-        5: {"mids": {}},                        # empty book: 60 holds -> [30, 60, 60]
-        8: {"mids": {"book": 90.0}},            # steps 6, 7 hold 60 -> [60, 60, 90]
-    })
+    got = run(
+        oracle,
+        quotes,
+        {
+            0: {},  # nothing observed yet: no price
+            1: {"mids": {"book": 10.0}},  # [10]
+            2: {"mids": {"book": 20.0}},  # [10, 20]
+            3: {"mids": {"book": 30.0}},  # [10, 20, 30]
+            4: {"mids": {"book": 60.0}},  # [20, 30, 60]
+            5: {"mids": {}},  # empty book: 60 holds -> [30, 60, 60]
+            8: {"mids": {"book": 90.0}},  # steps 6, 7 hold 60 -> [60, 60, 90]
+        },
+    )
     assert got == [
-        (None, None), (10.0, 1), (15.0, 2), (20.0, 3), (110.0 / 3, 4), (50.0, 5), (70.0, 8)
+        (None, None),
+        (10.0, 1),
+        (15.0, 2),
+        (20.0, 3),
+        (110.0 / 3, 4),
+        (50.0, 5),
+        (70.0, 8),
     ]
 
 
@@ -168,14 +179,17 @@ def test_push_feed_publishes_on_deviation_or_heartbeat_only():
     observed = [100.0, 100.5, 100.99, 101.0, 100.5, 100.5, 100.5, 100.5, 100.5, 99.9, 99.49]
     got = run(oracle, quotes, {s: {"mids": {"book": p}} for s, p in enumerate(observed)})
     assert [p for p, _ in got] == [
-        100.0,   # 0: the first observation publishes
-        100.0,   # 1: +0.5% < 1%: stale
-        100.0,   # 2: +0.99%: stale
-        101.0,   # 3: +1.00% >= 1%: publishes
-        101.0, 101.0, 101.0, 101.0,  # 4-7: -0.495% against 101: stale
-        100.5,   # 8: heartbeat, 5 steps since step 3
-        100.5,   # 9: -0.597%: stale
-        99.49,   # 10: -1.005%: publishes
+        100.0,  # 0: the first observation publishes
+        100.0,  # 1: +0.5% < 1%: stale
+        100.0,  # 2: +0.99%: stale
+        101.0,  # 3: +1.00% >= 1%: publishes
+        101.0,
+        101.0,
+        101.0,
+        101.0,  # 4-7: -0.495% against 101: stale
+        100.5,  # 8: heartbeat, 5 steps since step 3
+        100.5,  # 9: -0.597%: stale
+        99.49,  # 10: -1.005%: publishes
     ]
     published = sorted({u for _, u in got})
     assert published == [0, 3, 8, 10]
@@ -184,21 +198,25 @@ def test_push_feed_publishes_on_deviation_or_heartbeat_only():
 def test_push_feed_keeps_its_answer_while_the_source_has_no_price():
     oracle = PushOracle("feed", "book", reads="last", deviation=0.5, heartbeat_steps=2)
     quotes = FakeQuotes()
-    got = run(oracle, quotes, {
-        0: {},                                   # no trade yet: nothing to publish
-        1: {"lasts": {"book": 10.0}},            # first observation publishes
-        2: {"lasts": {}},                        # source down: stale
-        3: {},                                   # heartbeat due, but nothing observable
-        4: {"lasts": {"book": 10.1}},            # first observable step after: publishes
-    })
+    got = run(
+        oracle,
+        quotes,
+        {
+            0: {},  # no trade yet: nothing to publish
+            1: {"lasts": {"book": 10.0}},  # first observation publishes
+            2: {"lasts": {}},  # source down: stale
+            3: {},  # heartbeat due, but nothing observable
+            4: {"lasts": {"book": 10.1}},  # first observable step after: publishes
+        },
+    )
     assert got == [(None, None), (10.0, 1), (10.0, 1), (10.0, 1), (10.1, 4)]
 
 
 def test_push_feed_on_the_index():
-    oracle = make_oracle("feed", "push", source="index", reads="index", deviation=0.005,
-                         heartbeat_steps=60)
-    got = run(oracle, FakeQuotes(index=2000.0), {0: {}, 1: {"index": 2009.0},
-                                                 2: {"index": 2010.0}})
+    oracle = make_oracle(
+        "feed", "push", source="index", reads="index", deviation=0.005, heartbeat_steps=60
+    )
+    got = run(oracle, FakeQuotes(index=2000.0), {0: {}, 1: {"index": 2009.0}, 2: {"index": 2010.0}})
     assert got == [(2000.0, 0), (2000.0, 0), (2010.0, 2)]
 
 
@@ -206,29 +224,42 @@ def test_push_feed_on_the_index():
 def test_median_of_the_sources_that_have_a_price():
     oracle = MedianOracle("med", ["a", "b", "c"], reads="mid")
     quotes = FakeQuotes()
-    got = run(oracle, quotes, {
-        0: {},                                             # none priced: no price
-        1: {"mids": {"a": 10.0, "c": 30.0}},               # b missing: mean of the two
-        2: {"mids": {"a": 10.0, "b": 1000.0, "c": 30.0}},  # a manipulated b is outvoted
-        3: {"mids": {"b": 7.0}},
-        4: {"mids": {}},
-    })
+    got = run(
+        oracle,
+        quotes,
+        {
+            0: {},  # none priced: no price
+            1: {"mids": {"a": 10.0, "c": 30.0}},  # b missing: mean of the two
+            2: {"mids": {"a": 10.0, "b": 1000.0, "c": 30.0}},  # a manipulated b is outvoted
+            3: {"mids": {"b": 7.0}},
+            4: {"mids": {}},
+        },
+    )
     assert got == [(None, None), (20.0, 1), (30.0, 2), (7.0, 3), (None, 3)]
 
 
 def test_median_can_include_the_index_and_read_last_prices():
     oracle = make_oracle("med", "median", sources=["a", "index", "b"], reads="last")
-    oracle.update(0, FakeQuotes(mids={"a": 1.0, "b": 2.0}, lasts={"a": 99.0, "b": 150.0},
-                                index=100.0))
+    oracle.update(
+        0, FakeQuotes(mids={"a": 1.0, "b": 2.0}, lasts={"a": 99.0, "b": 150.0}, index=100.0)
+    )
     assert oracle.price == 100.0
 
 
 # ----------------------------------------------------------------------------- factory
 def test_make_oracle_takes_a_full_config_dump():
-    dump = {"source": "book", "sources": [], "reads": "mid", "window_steps": 30,
-            "deviation": 0.005, "heartbeat_steps": 60}
-    oracles = {kind: make_oracle(f"o-{kind}", kind, **{**dump, "sources": ["book"]})
-               for kind in ORACLE_KINDS}
+    dump = {
+        "source": "book",
+        "sources": [],
+        "reads": "mid",
+        "window_steps": 30,
+        "deviation": 0.005,
+        "heartbeat_steps": 60,
+    }
+    oracles = {
+        kind: make_oracle(f"o-{kind}", kind, **{**dump, "sources": ["book"]})
+        for kind in ORACLE_KINDS
+    }
     assert {k: type(o) for k, o in oracles.items()} == ORACLE_KINDS
     assert oracles["twap"].window_steps == 30
     assert oracles["push"].heartbeat_steps == 60 and oracles["push"].deviation == 0.005
@@ -252,8 +283,10 @@ def test_make_oracle_rejects_unknown_kinds_and_parameters():
 @pytest.mark.parametrize(
     "build, match",
     [
-        (lambda: TwapOracle("t", "book", window_steps=0),
-         "The 'window_steps' parameter of TwapOracle must be an int >= 1. Got 0 instead."),
+        (
+            lambda: TwapOracle("t", "book", window_steps=0),
+            "The 'window_steps' parameter of TwapOracle must be an int >= 1. Got 0 instead.",
+        ),
         (lambda: PushOracle("p", "book", deviation=0.0), "'deviation' parameter of PushOracle"),
         (lambda: PushOracle("p", "book", heartbeat_steps=0), "'heartbeat_steps' parameter"),
         (lambda: PushOracle("p", "book", reads="index"), "'reads' parameter of PushOracle"),
