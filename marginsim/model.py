@@ -11,7 +11,13 @@ import pandas as pd
 
 from marginsim.agents.base import OrderBatch, Trader
 from marginsim.agents.fundamental import FundamentalTraders
-from marginsim.agents.liquidator import BarkCall, LiquidateCall, Liquidator, TakeCall
+from marginsim.agents.liquidator import (
+    BarkCall,
+    FlashLiquidateCall,
+    LiquidateCall,
+    Liquidator,
+    TakeCall,
+)
 from marginsim.agents.market_maker import MarketMaker, PerpMarketMaker
 from marginsim.agents.noise import NoiseTraders
 from marginsim.agents.perp_traders import PerpTraders
@@ -47,6 +53,10 @@ _SECONDS_PER_YEAR = 365 * 86400
 #: Status reported for an order a perp venue refused in its pre-trade margin check (the
 #: engine never saw it; engine statuses are small non-negative codes).
 MARGIN_REFUSED = -1
+
+
+class _Refused(RuntimeError):
+    """A protocol refused a call inside an atomic action (the action is reverted)."""
 
 
 class InvariantViolation(RuntimeError):
@@ -654,27 +664,59 @@ class MarginModel(mesa.Model):
         )
         return venue.finish_liquidations(self.step_index)
 
-    def _execute(self, liquidator: Liquidator, call: LiquidateCall | BarkCall | TakeCall) -> int:
+    def _execute(
+        self,
+        liquidator: Liquidator,
+        call: LiquidateCall | FlashLiquidateCall | BarkCall | TakeCall,
+    ) -> int:
         """Route one liquidator call to its protocol and sell what it seized.
 
         Returns 1 for a liquidation or an auction take, else 0 (a bark only starts an
-        auction; a refused call changes nothing).
+        auction; a refused call, or a flash loan that could not be repaid, changes nothing).
         """
-        if isinstance(call, LiquidateCall):
+        if isinstance(call, LiquidateCall | FlashLiquidateCall):
             pool = self.lending[call.protocol]
-            result = pool.liquidate(
-                liquidator.holder,
-                call.account,
-                call.debt_symbol,
-                call.collateral_symbol,
-                call.repay_units,
-            )
-            if not result.ok:
-                return 0
+            collateral_asset = pool.reserve(call.collateral_symbol).asset
+
+            def liquidate_and_sell() -> None:
+                result = pool.liquidate(
+                    liquidator.holder,
+                    call.account,
+                    call.debt_symbol,
+                    call.collateral_symbol,
+                    call.repay_units,
+                )
+                if not result.ok:
+                    raise _Refused(result.reason)
+                if not result.received_receipt:
+                    self._submit(
+                        liquidator.after(self.view, collateral_asset, result.liquidator_received)
+                    )
+
+            if isinstance(call, LiquidateCall):
+                try:
+                    liquidate_and_sell()
+                except _Refused:
+                    return 0
+            else:
+                # Everything the action may touch reverts with the loan if it is not repaid.
+                others = [p for p in self.lending.values() if p is not pool]
+                loan = pool.flash_loan(
+                    liquidator.holder,
+                    call.debt_symbol,
+                    call.repay_units,
+                    liquidate_and_sell,
+                    participants=[
+                        self.engine,
+                        *self.amms,
+                        *others,
+                        *self.cdps.values(),
+                        *self.perps.values(),
+                    ],
+                )
+                if not loan.ok:
+                    return 0
             liquidator.liquidations += 1
-            if not result.received_receipt:
-                asset = pool.reserve(call.collateral_symbol).asset
-                self._submit(liquidator.after(self.view, asset, result.liquidator_received))
             return 1
         if isinstance(call, BarkCall):
             self.cdps[call.protocol].bark(call.account, liquidator.holder)

@@ -202,3 +202,36 @@ def test_perp_crash_scenario_does_what_it_is_for():
     # What the book could not absorb was auto-deleveraged at bankruptcy prices.
     adl = result.events["adl"]
     assert (adl["step"] == 360).sum() > 0 and (adl["price"] > 0).all()
+
+
+def test_liquidators_without_capital_liquidate_with_flash_loans():
+    scenario = load_scenario("lending_cascade").with_overrides(
+        {
+            "run.steps": 400,
+            "agents.liquidators.capital": {"DAI": 1_000_000.0},
+            "agents.liquidators.uses_flash_loans": True,
+        }
+    )
+    model = MarginModel(scenario, check_invariants=True)
+    model.run()
+    events = model.event_tables()
+    liq = events["liquidations"]
+    loans = events["flash_loans"]
+    lending = liq[liq["protocol"].isin(["aave", "thinlend"])]
+    repaid = loans[loans["repaid"]]
+    assert len(repaid) > 0
+    # Each repaid loan paid for one liquidation of the same pool, step and size...
+    rows = set(zip(lending["step"], lending["protocol"], lending["debt_repaid"], strict=True))
+    assert set(zip(repaid["step"], repaid["protocol"], repaid["amount"], strict=True)) <= rows
+    # ...the first liquidation had to be one (the bots start without any USDC)...
+    first = lending.iloc[0]
+    assert (first["step"], first["protocol"], first["debt_repaid"]) in set(
+        zip(repaid["step"], repaid["protocol"], repaid["amount"], strict=True)
+    )
+    # ...and the pool charged its fee, rounded up.
+    fee_bp = {"aave": 5, "thinlend": 9}
+    for row in repaid.itertuples():
+        assert row.fee == -(-row.amount * fee_bp[row.protocol] // 10_000)
+    # The bots end with USDC they never had: the liquidation profit.
+    usdc = model.ledger.asset_id("USDC")
+    assert sum(model.ledger.balance(b.holder, usdc) for b in model.liquidators) > 0

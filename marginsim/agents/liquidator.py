@@ -20,12 +20,24 @@ if TYPE_CHECKING:
     from marginsim.protocols.lending import LiquidatableAccounts
     from marginsim.protocols.view import ProtocolsView
 
-__all__ = ["BarkCall", "LiquidateCall", "Liquidator", "TakeCall"]
+__all__ = ["BarkCall", "FlashLiquidateCall", "LiquidateCall", "Liquidator", "TakeCall"]
 
 
 @dataclasses.dataclass(frozen=True)
 class LiquidateCall:
     """Ask lending pool ``protocol`` to liquidate ``account`` (repay up to ``repay_units``)."""
+
+    protocol: str
+    account: int
+    debt_symbol: str
+    collateral_symbol: str
+    repay_units: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FlashLiquidateCall:
+    """Liquidate with borrowed funds: flash-borrow ``repay_units`` of the debt asset from
+    ``protocol``, liquidate, sell the collateral for the debt asset, repay loan and fee."""
 
     protocol: str
     account: int
@@ -52,7 +64,7 @@ class TakeCall:
     max_price: float
 
 
-Call = LiquidateCall | BarkCall | TakeCall
+Call = LiquidateCall | FlashLiquidateCall | BarkCall | TakeCall
 
 #: How many times a bot halves a liquidation that the book cannot absorb at a profit.
 _SIZE_HALVINGS = 8
@@ -68,7 +80,9 @@ class Liquidator(Trader):
        offers to repay as much of the largest debt as the close factor and its wallet allow,
        halved until the seized collateral, sold on the shared book at the current depth, is
        expected to return at least ``(1 + min_profit)`` times the value repaid (so a thin
-       book gets smaller liquidations, not none).
+       book gets smaller liquidations, not none). A bot without the debt asset and with
+       ``uses_flash_loans`` borrows it from the pool for one atomic action instead, which
+       must also pay the flash-loan fee.
     2. CDPs: it starts the auction of every unsafe vault (``bark``), then buys from running
        auctions whose price is at least ``min_profit`` below what the collateral fetches on
        the book, paying with the stablecoin in its wallet.
@@ -142,7 +156,7 @@ class Liquidator(Trader):
         pool: str,
         accounts: LiquidatableAccounts,
         i: int,
-    ) -> LiquidateCall | None:
+    ) -> LiquidateCall | FlashLiquidateCall | None:
         collateral_asset = int(accounts.collateral_asset[i])
         if collateral_asset < 0:
             return None
@@ -153,13 +167,30 @@ class Liquidator(Trader):
         collateral = protocols.reserve(pool, collateral_symbol)
         owed = protocols.debt_units(pool, account, debt_symbol)
         share = protocols.max_repay_share(pool, float(accounts.health_factor[i]))
-        repay = min(self._wallet(view, debt.asset), math.floor(owed * share))
+        allowed = math.floor(owed * share)
+        repay = min(self._wallet(view, debt.asset), allowed)
         p_debt = protocols.reserve_price(pool, debt_symbol)
         p_coll = protocols.reserve_price(pool, collateral_symbol)
-        if repay <= 0 or not p_debt or not p_coll:
+        if not p_debt or not p_coll:
             return None
-        if not self.config.sell_collateral:
-            return LiquidateCall(pool, account, debt_symbol, collateral_symbol, repay)
+        cost = 1.0  # what one unit repaid costs the bot (more with a flash-loan fee)
+        make: type[LiquidateCall] | type[FlashLiquidateCall] = LiquidateCall
+        fee = protocols.flash_loan_fee(pool) if self.config.uses_flash_loans else None
+        if repay <= 0 and fee is not None and allowed > 0:
+            # No capital: borrow the debt asset for one atomic action. The loan is repaid
+            # from the sale, so the collateral must sell for the debt asset itself.
+            if view.spot_instrument(collateral.asset, debt.asset) is None:
+                return None
+            repay = min(allowed, protocols.available_units(pool, debt_symbol))
+            cost, make = 1.0 + fee, FlashLiquidateCall
+        if repay <= 0:
+            return None
+        if not self.config.sell_collateral:  # a flash loan is repaid only from the sale
+            return (
+                LiquidateCall(pool, account, debt_symbol, collateral_symbol, repay)
+                if (make is LiquidateCall)
+                else None
+            )
         # Size the repay to what the book can absorb at a profit: halve it until the sale of
         # the collateral received covers the repay value. The bot receives the repay value
         # times (1 + bonus), less the protocol's share of the bonus part.
@@ -169,8 +200,10 @@ class Liquidator(Trader):
             repay_value = repay / debt.unit * p_debt
             seized_units = math.floor(repay_value * received / p_coll * collateral.unit)
             proceeds = self._sale_value(view, collateral.asset, seized_units)
-            if proceeds is not None and proceeds >= repay_value * (1 + self.config.min_profit):
-                return LiquidateCall(pool, account, debt_symbol, collateral_symbol, repay)
+            if proceeds is not None and proceeds >= repay_value * cost * (
+                1 + self.config.min_profit
+            ):
+                return make(pool, account, debt_symbol, collateral_symbol, repay)
             repay //= 2
             if repay <= 0:
                 break

@@ -384,6 +384,15 @@ class ConstantProductPool:
         rows["price"].append(price)
         return SwapResult(SwapStatus.OK, side, amount_in, out, out, price)
 
+    def snapshot(self) -> int:
+        """The number of swap rows, for :meth:`restore` (reserves live in the ledger)."""
+        return len(self._rows["step"])
+
+    def restore(self, n_rows: int) -> None:
+        """Forget the swaps recorded since :meth:`snapshot` (the ledger restores reserves)."""
+        for column in self._rows.values():
+            del column[n_rows:]
+
     def swaps_frame(self) -> pd.DataFrame:
         """Executed swaps, in order.
 

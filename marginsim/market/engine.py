@@ -83,6 +83,7 @@ the trade tape depend only on the order stream: no clock, no hash-order iteratio
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 import math
@@ -533,10 +534,7 @@ class MatchingEngine:
         # One int64 array holds the engine scalars, level counts, last prices and specs; the
         # names below are views into it.
         self._meta = _touched((K.N_STATE + 3 * nb + nb * K.N_SPEC_FIELDS,))
-        self._state = self._meta[: K.N_STATE]
-        self._nlv = self._meta[K.N_STATE : K.N_STATE + 2 * nb]
-        self._last_px = self._meta[K.N_STATE + 2 * nb : K.N_STATE + 3 * nb]
-        self._spec = self._meta[K.N_STATE + 3 * nb :].reshape(nb, K.N_SPEC_FIELDS)
+        self._bind_meta_views()
         for k, s in enumerate(self.specs):
             row = self._spec[k]
             row[K.SP_PERP] = int(s.is_perp)
@@ -582,6 +580,14 @@ class MatchingEngine:
         # Shared zeros for batches without order_ref (the kernel never writes its inputs).
         self._zero_refs = np.zeros(0, dtype=_I64)
         self._refresh_kernel_args()
+
+    def _bind_meta_views(self) -> None:
+        """Name the parts of ``_meta``: engine scalars, level counts, last prices, specs."""
+        nb = len(self.specs)
+        self._state = self._meta[: K.N_STATE]
+        self._nlv = self._meta[K.N_STATE : K.N_STATE + 2 * nb]
+        self._last_px = self._meta[K.N_STATE + 2 * nb : K.N_STATE + 3 * nb]
+        self._spec = self._meta[K.N_STATE + 3 * nb :].reshape(nb, K.N_SPEC_FIELDS)
 
     def _refresh_kernel_args(self) -> None:
         """Cache the engine arrays the kernel takes (rebuilt when one is replaced)."""
@@ -1213,6 +1219,29 @@ class MatchingEngine:
         np.add.at(out, asset, pool[live, K.P_RESV])
         return out
 
+    def snapshot(self) -> dict[str, object]:
+        """Capture the books, the tape and the counters, for :meth:`restore`.
+
+        Used to revert an atomic action (a flash loan that is not repaid undoes every trade
+        made with the borrowed funds). Copies every array, so it costs O(engine size).
+        """
+        return {
+            key: value.copy() if isinstance(value, np.ndarray) else copy.deepcopy(value)
+            for key, value in self.__dict__.items()
+            if key not in _NOT_SNAPSHOT
+        }
+
+    def restore(self, snap: dict[str, object]) -> None:
+        """Return to the state captured by :meth:`snapshot` (the ledger restores itself)."""
+        self.__dict__.update(
+            {
+                k: v.copy() if isinstance(v, np.ndarray) else copy.deepcopy(v)
+                for k, v in snap.items()
+            }
+        )
+        self._bind_meta_views()
+        self._refresh_kernel_args()
+
     def check_invariants(self) -> None:
         """Verify the books and the escrow.
 
@@ -1247,6 +1276,14 @@ class MatchingEngine:
                     f"escrow holds {int(held[asset])} of {self.ledger.assets[asset].symbol} "
                     f"but live orders reserve {int(sums[asset])}"
                 )
+
+
+#: Attributes a snapshot leaves alone: the shared ledger (it has its own snapshot), the
+#: immutable specs, and what is rebuilt from the restored arrays (the kernel's argument
+#: tuple and the views into ``_meta``).
+_NOT_SNAPSHOT = frozenset(
+    {"ledger", "specs", "_kernel_args", "_state", "_nlv", "_last_px", "_spec"}
+)
 
 
 def _rate_units(rate: float) -> int:

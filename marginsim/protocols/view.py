@@ -70,6 +70,15 @@ class ProtocolsView:
             return 1.0
         return cfg.close_factor
 
+    def flash_loan_fee(self, pool: str) -> float | None:
+        """Flash-loan fee rate of ``pool``; ``None`` when it offers no flash loans."""
+        cfg = self._lending[pool].config
+        return cfg.flash_loan_fee if cfg.flash_loans else None
+
+    def available_units(self, pool: str, symbol: str) -> int:
+        """Liquidity of ``symbol`` that ``pool`` can lend now, smallest units."""
+        return self._lending[pool].available_units(symbol)
+
     def asset_symbol(self, pool: str, asset: int) -> str:
         """Reserve symbol of a ledger asset id in ``pool``."""
         return self._lending[pool].ledger.assets[asset].symbol
