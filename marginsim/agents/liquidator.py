@@ -36,8 +36,11 @@ class LiquidateCall:
 
 @dataclasses.dataclass(frozen=True)
 class FlashLiquidateCall:
-    """Liquidate with borrowed funds: flash-borrow ``repay_units`` of the debt asset from
-    ``protocol``, liquidate, sell the collateral for the debt asset, repay loan and fee."""
+    """Liquidate with borrowed funds, in one atomic action.
+
+    Flash-borrow ``repay_units`` of the debt asset from ``protocol``, liquidate, sell the
+    collateral for the debt asset, repay the loan and its fee.
+    """
 
     protocol: str
     account: int
