@@ -156,8 +156,14 @@ def scenarios_command() -> None:
 )
 @click.option("--show", is_flag=True, help="Print the resolved scenario as TOML.")
 def validate_command(scenario: str, sets: tuple[str, ...], show: bool) -> None:
-    """Check SCENARIO without running it."""
+    """Check SCENARIO without running it (the run is built, so initial accounts are checked)."""
     sc = _load(scenario, _parse_sets(sets))
+    from marginsim.model import MarginModel
+
+    try:
+        MarginModel(sc)  # places the initial accounts: an unhealthy one is bad input too
+    except ScenarioError as exc:
+        _fail_input(str(exc))
     if show:
         click.echo(sc.to_toml(), nl=False)
     else:

@@ -844,7 +844,17 @@ class Scenario(_Frozen):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise ScenarioError(_problems(exc)) from None
+            problems = _problems(exc)
+            # Cross-field checks run only on valid fields. To still report every problem at
+            # once, drop the invalid values (their defaults stand in) and validate again;
+            # the cross-field problems that this second pass finds are added.
+            repaired = _without_invalid_values(data, exc)
+            if repaired is not None:
+                try:
+                    Scenario(**repaired)
+                except ScenarioError as again:
+                    problems += [p for p in again.problems if p not in problems]
+            raise ScenarioError(problems) from None
 
     # ---------------------------------------------------------------- cross-field checks
     @model_validator(mode="after")
@@ -1226,6 +1236,33 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
             message = f"{message}; got {err['input']!r}"
         problems.append((field, message))
     return problems
+
+
+def _without_invalid_values(data: dict[str, Any], exc: ValidationError) -> dict[str, Any] | None:
+    """A deep copy of ``data`` without the values that failed validation.
+
+    Returns ``None`` when a required field is missing (nothing can stand in for it), so that
+    no second pass reports problems that are only echoes of the first.
+    """
+    import copy
+
+    repaired = copy.deepcopy(data)
+    for err in exc.errors(include_url=False):
+        if err["type"] == "missing":
+            return None
+        loc = [part for part in err["loc"] if part not in _PROTOCOL_KINDS]
+        node: Any = repaired
+        for part in loc[:-1]:
+            try:
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                node = None
+                break
+        if isinstance(node, dict) and loc and loc[-1] in node:
+            del node[loc[-1]]
+        elif not loc:
+            return None
+    return repaired
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

@@ -178,3 +178,10 @@ def test_unhealthy_initial_account_exits_2_naming_it(tmp_path):
     assert result.exit_code == 2
     assert "accounts[0]:" in result.output and "health factor" in result.output
     assert "Traceback" not in result.output
+
+
+def test_validate_builds_the_run_and_reports_an_unhealthy_account():
+    result = CliRunner().invoke(
+        cli, ["validate", "lending_cascade", "--set", "accounts.aave-0.debt.USDC=700000.0"]
+    )
+    assert result.exit_code == 2 and "accounts[0]:" in result.output

@@ -182,3 +182,23 @@ def test_lending_preset_fills_omitted_fields_and_scenario_values_win():
     assert comp.reserves["USDC"].reserve_factor == 0.5  # given in the scenario: wins
     assert comp.reserves["USDC"].rate.slope2 == 0.218
     assert Scenario.from_toml_str(scenario.to_toml()) == scenario
+
+
+def test_field_errors_and_cross_reference_errors_are_reported_together():
+    found = problems(
+        MINIMAL.replace('quote = "USDC"', 'quote = "USDT"')
+        + """
+[run]
+seed = -1
+stepz = 3
+[oracles.eth]
+kind = "mid"
+source = "nope"
+"""
+    )
+    assert list(found) == [
+        "run.seed",
+        "run.stepz",
+        "instruments[0].quote",
+        "oracles.eth.source",
+    ]
