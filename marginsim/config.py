@@ -956,32 +956,22 @@ class Scenario(_Frozen):
                     )
                 )
         spot = [i.id for i in self.instruments if i.kind == "spot"]
-        for key, cfg in (
-            ("noise", self.agents.noise),
-            ("fundamental", self.agents.fundamental),
-            ("market_makers", self.agents.market_makers),
-        ):
-            if cfg.count and cfg.instrument is None and not spot:
-                problems.append((f"agents.{key}.instrument", "agents need a spot instrument"))
-            if cfg.instrument is not None and cfg.instrument not in spot:
-                problems.append(
-                    (
-                        f"agents.{key}.instrument",
-                        f"unknown spot instrument {cfg.instrument!r}; have {spot}",
-                    )
-                )
         perp_ids = [i.id for i in self.instruments if i.kind == "perp"]
-        for key, cfg in (
-            ("perp_market_makers", self.agents.perp_market_makers),
-            ("perp_traders", self.agents.perp_traders),
+        agents = self.agents
+        for key, cfg, kind, ids in (
+            ("noise", agents.noise, "spot", spot),
+            ("fundamental", agents.fundamental, "spot", spot),
+            ("market_makers", agents.market_makers, "spot", spot),
+            ("perp_market_makers", agents.perp_market_makers, "perp", perp_ids),
+            ("perp_traders", agents.perp_traders, "perp", perp_ids),
         ):
-            if cfg.count and cfg.instrument is None and not perp_ids:
-                problems.append((f"agents.{key}.instrument", "agents need a perp instrument"))
-            if cfg.instrument is not None and cfg.instrument not in perp_ids:
+            if cfg.count and cfg.instrument is None and not ids:
+                problems.append((f"agents.{key}.instrument", f"agents need a {kind} instrument"))
+            if cfg.instrument is not None and cfg.instrument not in ids:
                 problems.append(
                     (
                         f"agents.{key}.instrument",
-                        f"unknown perp instrument {cfg.instrument!r}; have {perp_ids}",
+                        f"unknown {kind} instrument {cfg.instrument!r}; have {ids}",
                     )
                 )
         for sym in self.agents.liquidators.capital if self.agents.liquidators.count else ():

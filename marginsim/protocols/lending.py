@@ -1092,20 +1092,34 @@ class LendingPool:
                 f"withdraw: {available} {symbol} units available, amount {amount}",
             )
         burn = min(coll[r], _ceil_div(amount * RAY, self._liquidity_index[r]))
-        if any(debt) and res.liquidation_threshold > 0:
-            coll[r] -= burn
-            values, missing = self._values(coll, debt)
-            if values is None:
-                return refuse(Refusal.NO_PRICE, f"withdraw: no price for {missing}")
-            if values.debt > values.borrowing_power:
-                return refuse(
-                    Refusal.BORROWING_POWER,
-                    f"withdraw: debt value {float(values.debt):.12g} would exceed borrowing "
-                    f"power {float(values.borrowing_power):.12g}",
-                )
+        refused = self._collateral_removal_refusal("withdraw", res, coll, debt, burn)
+        if refused is not None:
+            return refuse(*refused)
         self.ledger.burn(holder, res.receipt, burn, reason="withdraw")
         self.ledger.transfer(self.liquidity_holder, holder, res.asset, amount)
         return ActionResult(True, "withdraw", holder, symbol, amount, burn)
+
+    def _collateral_removal_refusal(
+        self, action: str, res: ReserveInfo, coll: list[int], debt: list[int], scaled: int
+    ) -> tuple[Refusal, str] | None:
+        """Why removing ``scaled`` receipt units of ``res`` must be refused, or ``None``.
+
+        Collateral backing debt may leave only while the debt stays within borrowing power
+        (a withdrawal or a receipt transfer, as Aave checks both). ``coll`` is changed.
+        """
+        if not any(debt) or res.liquidation_threshold <= 0:
+            return None
+        coll[res.index] -= scaled
+        values, missing = self._values(coll, debt)
+        if values is None:
+            return Refusal.NO_PRICE, f"{action}: no price for {missing}"
+        if values.debt > values.borrowing_power:
+            return (
+                Refusal.BORROWING_POWER,
+                f"{action}: debt value {float(values.debt):.12g} would exceed borrowing "
+                f"power {float(values.borrowing_power):.12g}",
+            )
+        return None
 
     def borrow(self, holder: int, symbol: str, amount: int) -> ActionResult:
         """Borrow ``amount`` units; mint debt tokens (rounded up).
@@ -1262,17 +1276,9 @@ class LendingPool:
                 f"transfer: holder {holder} has supplied {have} {symbol} units, amount {amount}",
             )
         scaled = min(coll[r], _ceil_div(amount * RAY, self._liquidity_index[r]))
-        if any(debt) and res.liquidation_threshold > 0:
-            coll[r] -= scaled
-            values, missing = self._values(coll, debt)
-            if values is None:
-                return refuse(Refusal.NO_PRICE, f"transfer: no price for {missing}")
-            if values.debt > values.borrowing_power:
-                return refuse(
-                    Refusal.BORROWING_POWER,
-                    f"transfer: debt value {float(values.debt):.12g} would exceed borrowing "
-                    f"power {float(values.borrowing_power):.12g}",
-                )
+        refused = self._collateral_removal_refusal("transfer", res, coll, debt, scaled)
+        if refused is not None:
+            return refuse(*refused)
         self._register(int(to))
         self.ledger.transfer(holder, int(to), res.receipt, scaled)
         return ActionResult(True, "transfer", holder, symbol, amount, scaled)
