@@ -25,6 +25,7 @@ depth_bid_1pct              base resting within 1% below the mid, human units
 depth_ask_1pct              base resting within 1% above the mid, human units
 makers_quoting              market makers that posted quotes this step
 oracle_<name>               each oracle's published price (NaN before its first)
+<instrument>_mid_price      mid of every other book (perp contracts, second spot pairs)
 amm_<id>_price              each AMM pool's price, quote/base
 liquidation_rounds          liquidation rounds run this step
 liquidations                liquidations and auction takes this step, all rounds
@@ -176,6 +177,16 @@ class _OraclePrice:
         return _or_nan(model.oracles.price(self.name))
 
 
+class _BookMid:
+    """Reporter of the mid of one more book (the primary book has its own columns)."""
+
+    def __init__(self, instrument_id: str) -> None:
+        self.instrument_id = instrument_id
+
+    def __call__(self, model: MarginModel) -> float:
+        return _or_nan(model.engine.mid_price(self.instrument_id))
+
+
 class _AmmPrice:
     """Reporter of one AMM pool's price."""
 
@@ -226,6 +237,9 @@ class MetricsRecorder:
         reporters = core_reporters()
         for name in model.oracles.names:
             reporters[f"oracle_{name}"] = _OraclePrice(name)
+        for spec in model.engine.specs:
+            if spec.instrument_id != model.primary_instrument_id:
+                reporters[f"{spec.instrument_id}_mid_price"] = _BookMid(spec.instrument_id)
         for i, pool in enumerate(model.amms):
             reporters[f"amm_{pool.pool_id}_price"] = _AmmPrice(i)
         groups: list[GroupReporter] = [_ProtocolMetrics("lending", n) for n in model.lending]
