@@ -78,7 +78,7 @@ class _Quotes:
     def last_price(self, source: str) -> float | None:
         pool = self._model.amm_by_id.get(source)
         if pool is not None:
-            return pool.mid_price()
+            return pool.last_price()
         return self._model.engine.last_price(source)
 
     def index_price(self) -> float:
