@@ -391,6 +391,35 @@ class Ledger:
         self.minted[asset] += amount
         self.journal.append((holder, asset, amount, reason))
 
+    def mint_block(self, first: int, count: int, asset: int, amount_each: int, reason: str) -> None:
+        """Mint ``amount_each`` to each of ``count`` consecutive holders from ``first``.
+
+        One vectorised write and one journal line (holder ``first``, the total amount, and
+        the reason with the number of holders), so endowing a population of 10^6 accounts
+        costs one numpy operation instead of 10^6 journal rows.
+
+        Raises:
+            LedgerError: As :meth:`mint`, or if the block runs past the registered holders.
+        """
+        self._check_holder(first)
+        self._check_holder(first + count - 1)
+        self._check_asset(asset)
+        amount_each, count = int(amount_each), int(count)
+        if amount_each < 0 or count < 1:
+            raise LedgerError(
+                f"mint_block needs amount_each >= 0 and count >= 1, got {amount_each} and {count}"
+            )
+        if not reason:
+            raise LedgerError("mint needs a reason")
+        total = amount_each * count
+        if int(self.minted[asset]) + total > _INT64_MAX:
+            raise LedgerError(
+                f"minting {total} of {self.assets[asset].symbol} would overflow int64"
+            )
+        self._balance[first : first + count, asset] += amount_each
+        self.minted[asset] += total
+        self.journal.append((first, asset, total, f"{reason} ({count} holders)"))
+
     def burn(self, holder: int, asset: int, amount: int, reason: str) -> None:
         """Destroy ``amount`` units of ``asset`` from ``holder``'s balance.
 

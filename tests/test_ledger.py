@@ -194,3 +194,15 @@ def test_snapshot_restore_undoes_everything_since():
     ]
     assert ledger.supply(1) == 0 and len(ledger.journal) == 1
     ledger.check_conservation()
+
+
+def test_mint_block_endows_consecutive_holders_with_one_journal_line():
+    ledger, alice, _ = make_ledger()
+    first = ledger.add_holders("pop", 1000)
+    ledger.mint_block(first, 1000, 0, 25, "initial endowment")
+    assert ledger.balances[first : first + 1000, 0].tolist() == [25] * 1000
+    assert ledger.balance(alice, 0) == 0 and ledger.supply(0) == 25_000
+    assert ledger.journal == [(first, 0, 25_000, "initial endowment (1000 holders)")]
+    with pytest.raises(LedgerError, match="unknown holder id 1002"):
+        ledger.mint_block(first, 1001, 0, 1, "x")
+    ledger.check_conservation()
