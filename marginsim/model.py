@@ -236,8 +236,11 @@ class MarginModel(mesa.Model):
         sc = self.scenario
         ex = sc.exogenous
         params = ex.model_dump(exclude={"model", "asset", "quote"}, exclude_none=True)
-        driver = make_driver(ex.model, **_driver_params(ex.model, params))
-        path = driver.generate(sc.run.steps, sc.run.step_seconds, self.streams.get("exogenous"))
+        try:
+            driver = make_driver(ex.model, **_driver_params(ex.model, params))
+            path = driver.generate(sc.run.steps, sc.run.step_seconds, self.streams.get("exogenous"))
+        except (ValueError, OSError) as exc:  # e.g. a replay file that is missing or short
+            raise ScenarioError([("exogenous", str(exc))], "exogenous driver") from None
         jumps = [s for s in sc.shocks if s.kind == "fundamental_jump" and s.step < sc.run.steps]
         if jumps:
             # A jump scheduled for step t moves the index during step t, i.e. from value t+1.

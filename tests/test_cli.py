@@ -185,3 +185,23 @@ def test_validate_builds_the_run_and_reports_an_unhealthy_account():
         cli, ["validate", "lending_cascade", "--set", "accounts.aave-0.debt.USDC=700000.0"]
     )
     assert result.exit_code == 2 and "accounts[0]:" in result.output
+
+
+def test_replay_of_a_missing_or_short_file_exits_2(tmp_path):
+    prices = tmp_path / "prices.csv"
+    prices.write_text("price\n2000\n2001\n2002\n")
+    base = [
+        "run",
+        "default",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+        "--set",
+        'exogenous.model="replay"',
+    ]
+    missing = CliRunner().invoke(cli, [*base, "--set", f'exogenous.file="{tmp_path}/nope.csv"'])
+    assert missing.exit_code == 2 and "exogenous:" in missing.output
+    short = CliRunner().invoke(cli, [*base, "--steps", "10", "--set", f'exogenous.file="{prices}"'])
+    assert short.exit_code == 2 and "exogenous:" in short.output
+    ok = CliRunner().invoke(cli, [*base, "--steps", "2", "--set", f'exogenous.file="{prices}"'])
+    assert ok.exit_code == 0, ok.output
