@@ -16,6 +16,8 @@ instead of a silently ignored table.
 
 from __future__ import annotations
 
+import fractions
+import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,6 +43,7 @@ __all__ = [
     "AuctionConfig",
     "CdpConfig",
     "LendingConfig",
+    "LendingLoopersConfig",
     "MarginTierConfig",
     "PerpConfig",
     "PerpMarketMakersConfig",
@@ -750,6 +753,58 @@ class PerpTradersConfig(_Frozen):
         return self
 
 
+class LendingLoopersConfig(_Frozen):
+    """A population of leveraged traders looping on a lending pool (recursive leverage).
+
+    Each account starts with ``capital`` of ``collateral`` in its wallet and supplies it to
+    ``pool`` at step 0. An account below its target leverage (collateral value / equity, at
+    the pool's prices) takes one more loop with probability ``loop_probability`` per step:
+    borrow ``debt`` up to the target (and the pool's LTV limit), buy ``collateral`` with it at
+    market on ``instrument``, supply what it bought. It never loops past the leverage at
+    which its health factor would fall below ``1 + 2 * risk_buffer``. An account whose health
+    factor is below ``1 + risk_buffer`` deleverages one step instead: it withdraws collateral
+    (as much as the pool allows, at most what brings it back to ``1 + 2 * risk_buffer``),
+    sells it at market and repays debt with the proceeds; ``risk_buffer = 0`` never
+    deleverages early and rides into liquidation. An account left without collateral
+    re-enters with probability ``reentry_probability`` per step when its wallet holds
+    collateral or the debt asset. See :class:`marginsim.agents.loopers.LendingLoopers`.
+
+    Attributes:
+        count: Number of accounts.
+        pool: Name of the lending protocol they loop on.
+        collateral: Symbol of the collateral they supply and buy (a reserve of ``pool``).
+        debt: Symbol of the asset they borrow (a borrowable reserve of ``pool``).
+        capital: Collateral each account starts with, human units.
+        leverage: Target leverage, collateral value / equity (a distribution over accounts);
+            every value it can take must be below ``1 / (1 - ltv)`` of the collateral reserve.
+        risk_buffer: Health-factor margin above 1 an account keeps (a distribution).
+        loop_probability: Chance per step that an account below its target loops once more
+            (spreads the build-up over time).
+        reentry_probability: Chance per step that a fully liquidated account re-enters.
+        instrument: Spot instrument they trade (default: the first spot book of
+            ``collateral``/``debt``).
+    """
+
+    count: int = Field(default=0, ge=0, le=10_000_000)
+    pool: str = ""
+    collateral: str = "WETH"
+    debt: str = "USDC"
+    capital: PositiveFloat = 1.0
+    leverage: Dist = Dist(dist="lognormal", median=3.0, sigma=0.4, min=1.0, max=8.0)
+    risk_buffer: Dist = Dist(dist="uniform", low=0.0, high=0.3)
+    loop_probability: Fraction = 0.05
+    reentry_probability: Fraction = 0.01
+    instrument: str | None = None
+
+    _coerce = field_validator("leverage", "risk_buffer", mode="before")(_dist_from_number)
+
+    def max_leverage(self) -> float:
+        """The largest target leverage a draw can give (``inf`` when unbounded)."""
+        d = self.leverage
+        top = {"const": d.value, "uniform": d.high}.get(d.dist, math.inf)
+        return min(top, math.inf if d.max is None else d.max)
+
+
 class LiquidatorsConfig(_Frozen):
     """Liquidation bots and CDP keepers (individuals).
 
@@ -785,6 +840,7 @@ class AgentsConfig(_Frozen):
     market_makers: MarketMakersConfig = MarketMakersConfig()
     perp_market_makers: PerpMarketMakersConfig = PerpMarketMakersConfig()
     perp_traders: PerpTradersConfig = PerpTradersConfig()
+    lending_loopers: LendingLoopersConfig = LendingLoopersConfig()
     liquidators: LiquidatorsConfig = LiquidatorsConfig()
 
 
@@ -974,6 +1030,7 @@ class Scenario(_Frozen):
                         f"unknown {kind} instrument {cfg.instrument!r}; have {ids}",
                     )
                 )
+        problems.extend(self._looper_problems(spot))
         for sym in self.agents.liquidators.capital if self.agents.liquidators.count else ():
             asset(f"agents.liquidators.capital.{sym}", sym)
         for k, shock in enumerate(self.shocks):
@@ -1025,6 +1082,80 @@ class Scenario(_Frozen):
         if problems:
             raise _CrossFieldErrors(problems)
         return self
+
+    def _looper_problems(self, spot: list[str]) -> list[tuple[str, str]]:
+        """Cross-field checks of ``agents.lending_loopers`` (only when it has accounts)."""
+        cfg, f = self.agents.lending_loopers, "agents.lending_loopers"
+        if not cfg.count:
+            return []
+        pool = self.protocols.get(cfg.pool)
+        if pool is None:
+            return [
+                (
+                    f"{f}.pool",
+                    f"unknown protocol {cfg.pool!r}; protocols are {sorted(self.protocols)}",
+                )
+            ]
+        if not isinstance(pool, LendingConfig):
+            lending = sorted(n for n, p in self.protocols.items() if isinstance(p, LendingConfig))
+            return [
+                (
+                    f"{f}.pool",
+                    f"{cfg.pool!r} is not a lending protocol; lending protocols are {lending}",
+                )
+            ]
+        out = []
+        for part in ("collateral", "debt"):
+            sym = getattr(cfg, part)
+            if sym not in pool.reserves:
+                out.append(
+                    (
+                        f"{f}.{part}",
+                        f"{sym!r} is not a reserve of {cfg.pool!r}; "
+                        f"reserves are {sorted(pool.reserves)}",
+                    )
+                )
+        if out:
+            return out
+        if cfg.collateral == cfg.debt:
+            out.append((f"{f}.debt", "must differ from the collateral"))
+        if not pool.reserves[cfg.debt].borrowable:
+            out.append((f"{f}.debt", f"{cfg.debt!r} is not borrowable on {cfg.pool!r}"))
+        ltv = pool.reserves[cfg.collateral].ltv
+        limit = math.inf if ltv >= 1 else 1.0 / (1.0 - ltv)
+        top = cfg.max_leverage()
+        # Exactly, on the decimals as written (1 / (1 - 0.8) is 5, not 5.000000000000001).
+        room = 1 - fractions.Fraction(repr(ltv))
+        if not (math.isfinite(top) and fractions.Fraction(repr(top)) * room < 1):
+            out.append(
+                (
+                    f"{f}.leverage",
+                    f"every target leverage must be below 1 / (1 - ltv) = "
+                    f"{limit:.6g} of {cfg.collateral} on {cfg.pool!r} (ltv {ltv}); the "
+                    f"distribution reaches {top:.6g}: set a lower max",
+                )
+            )
+        books = [
+            i.id
+            for i in self.instruments
+            if i.kind == "spot" and i.base == cfg.collateral and i.quote == cfg.debt
+        ]
+        if cfg.instrument is None and not books:
+            out.append(
+                (
+                    f"{f}.instrument",
+                    f"no spot book of {cfg.collateral}/{cfg.debt}; spot books are {spot}",
+                )
+            )
+        elif cfg.instrument is not None and cfg.instrument not in books:
+            out.append(
+                (
+                    f"{f}.instrument",
+                    f"must be a spot book of {cfg.collateral}/{cfg.debt}; "
+                    f"have {books}, got {cfg.instrument!r}",
+                )
+            )
+        return out
 
     def _account_problems(self, k: int, acc: AccountConfig) -> list[tuple[str, str]]:
         f = f"accounts[{k}]"

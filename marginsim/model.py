@@ -18,6 +18,7 @@ from marginsim.agents.liquidator import (
     Liquidator,
     TakeCall,
 )
+from marginsim.agents.loopers import LendingAction, LendingActions, LendingLoopers
 from marginsim.agents.market_maker import MarketMaker, PerpMarketMaker
 from marginsim.agents.noise import NoiseTraders
 from marginsim.agents.perp_traders import PerpTraders
@@ -299,11 +300,19 @@ class MarginModel(mesa.Model):
         self.protocols_view = ProtocolsView(self.lending, self.cdps, self.perps)
 
     def _endow(self, first: int, count: int, symbol: str, amount: float) -> None:
+        """Mint ``amount`` of ``symbol`` to each of ``count`` holders from ``first``.
+
+        A population is endowed in one write with one journal line, so 10^6 accounts do not
+        make 10^6 rows in the ``mints`` table.
+        """
         units = self._units(symbol, amount)
-        if units:
-            asset = self.ledger.asset_id(symbol)
-            for holder in range(first, first + count):
-                self.ledger.mint(holder, asset, units, "initial endowment")
+        if not units:
+            return
+        asset = self.ledger.asset_id(symbol)
+        if count == 1:
+            self.ledger.mint(first, asset, units, "initial endowment")
+        else:
+            self.ledger.mint_block(first, count, asset, units, "initial endowment")
 
     def _build_agents(self) -> None:
         sc, ledger = self.scenario, self.ledger
@@ -358,6 +367,37 @@ class MarginModel(mesa.Model):
                 self._endow(holder, 1, symbol, amount)
             self.liquidators.append(Liquidator(self, liq, holder))
         self._build_perp_agents()
+        self._build_loopers()
+
+    def _build_loopers(self) -> None:
+        """The lending loopers: a block of holders with ``capital`` of collateral each.
+
+        Their accounts are registered with the pool at once (ascending ids), so the pool's
+        scans list them in a fixed order before any of them acts.
+        """
+        sc, cfg = self.scenario, self.scenario.agents.lending_loopers
+        #: Lending actions of loopers the pools refused, over the run.
+        self.lending_actions_refused = 0
+        if not cfg.count:
+            return
+        ins_id = cfg.instrument or next(
+            i.id
+            for i in sc.instruments
+            if i.kind == "spot" and i.base == cfg.collateral and i.quote == cfg.debt
+        )
+        first = self.ledger.add_holders("lending_loopers", cfg.count)
+        self._endow(first, cfg.count, cfg.collateral, cfg.capital)
+        self.lending[cfg.pool].register_accounts(np.arange(first, first + cfg.count))
+        self.traders.append(
+            LendingLoopers(
+                self,
+                cfg,
+                first,
+                self.instrument_index[ins_id],
+                self.ledger.asset_id(cfg.collateral),
+                self.streams.get("population:lending_loopers"),
+            )
+        )
 
     def _perp_margin(self, instrument: int, first: int, count: int, amount: float) -> PerpVenue:
         """Give accounts ``amount`` of settlement asset and deposit it on the venue."""
@@ -594,7 +634,8 @@ class MarginModel(mesa.Model):
         """4. Market makers requote, then traders act in a shuffled, seeded order.
 
         Each agent decides from the market as the previous agents left it, and its orders
-        are submitted before the next agent acts.
+        are submitted before the next agent acts. A lending-looper population's activation
+        is three calls in a row (:meth:`_activate_loopers`).
         """
         for maker in self.market_makers:
             self._submit(maker.withdraw())
@@ -604,9 +645,58 @@ class MarginModel(mesa.Model):
         order = list(self.traders)
         self.random.shuffle(order)
         for trader in order:
+            if isinstance(trader, LendingLoopers):
+                self._activate_loopers(trader)
+                continue
             batch = trader.act(self.view)
             order_id, status, _, resting = self._submit(batch)
             trader.on_results(batch, order_id, status, resting)
+
+    def _activate_loopers(self, loopers: LendingLoopers) -> None:
+        """One activation of a looper population: lend, trade, lend again, in this order.
+
+        Their borrows and withdrawals run first, so the market orders that follow spend
+        what is now in the wallets; then the bought collateral is supplied and sale proceeds
+        repay debt. Refused lending actions are skipped and counted.
+        """
+        refused = self._execute_lending(loopers.plan_lending(self.view, self.protocols_view))
+        batch = loopers.act(self.view)
+        order_id, status, _, resting = self._submit(batch)
+        loopers.on_results(batch, order_id, status, resting)
+        refused += self._execute_lending(loopers.after_trades(self.view, self.protocols_view))
+        loopers.refused_actions += refused
+        self.lending_actions_refused += refused
+
+    def _execute_lending(self, actions: LendingActions) -> int:
+        """Run lending actions in order through the pool's methods; returns how many it refused.
+
+        One pool call per row (exact integer and ``Fraction`` arithmetic in the pool, tens of
+        microseconds each for a borrow or withdrawal): the only per-account Python work of a
+        looper population, paid only by the accounts that act in a step. A ``REPAY`` row
+        repays ``min(amount, owed)``.
+        """
+        if not len(actions):
+            return 0
+        pool = self.lending[actions.pool]
+        refused = 0
+        for kind, holder, symbol, amount in zip(
+            actions.kind.tolist(),
+            actions.holder.tolist(),
+            actions.symbol.tolist(),
+            actions.amount.tolist(),
+            strict=True,
+        ):
+            if kind == LendingAction.SUPPLY:
+                ok = pool.supply(holder, symbol, amount).ok
+            elif kind == LendingAction.WITHDRAW:
+                ok = pool.withdraw(holder, symbol, amount).ok
+            elif kind == LendingAction.BORROW:
+                ok = pool.borrow(holder, symbol, amount).ok
+            else:
+                owed = pool.debt_units(holder, symbol)
+                ok = pool.repay(holder, symbol, min(amount, owed)).ok if owed else False
+            refused += not ok
+        return refused
 
     def phase_liquidations(self) -> None:
         """5. Liquidators compete for unhealthy accounts, in rounds, within the step.

@@ -63,6 +63,36 @@ class ProtocolsView:
         pool_obj = self._lending[pool]
         return pool_obj.prices.price(pool_obj.reserve(symbol).price_ref)
 
+    def health_factors(self, pool: str, holders: np.ndarray) -> np.ndarray:
+        """Health factors of many accounts of ``pool`` in one vectorised scan.
+
+        inf without debt, NaN when an asset held has no price (float64 array).
+        """
+        return self._lending[pool].health_factors(holders)
+
+    def supplied_amounts(self, pool: str, holders: np.ndarray, symbol: str) -> np.ndarray:
+        """Underlying units of ``symbol`` each holder has supplied to ``pool`` (float64).
+
+        One vectorised read of the receipt balances at the current liquidity index, rounded
+        down; exact up to float64 precision (use :meth:`LendingPool.supplied_units` for the
+        exact integer of one holder).
+        """
+        p = self._lending[pool]
+        res = p.reserve(symbol)
+        scaled = p.ledger.balances[np.asarray(holders, dtype=np.int64), res.receipt]
+        return np.floor(scaled * p.liquidity_index(symbol))
+
+    def debt_amounts(self, pool: str, holders: np.ndarray, symbol: str) -> np.ndarray:
+        """Units of ``symbol`` each holder owes ``pool`` (float64, rounded up).
+
+        One vectorised read of the debt-token balances at the current borrow index; exact up
+        to float64 precision (:meth:`debt_units` is the exact integer of one holder).
+        """
+        p = self._lending[pool]
+        res = p.reserve(symbol)
+        scaled = p.ledger.balances[np.asarray(holders, dtype=np.int64), res.debt]
+        return np.ceil(scaled * p.borrow_index(symbol))
+
     def max_repay_share(self, pool: str, health_factor: float) -> float:
         """Share of one debt a liquidator may repay at ``health_factor`` (close factor)."""
         cfg = self._lending[pool].config

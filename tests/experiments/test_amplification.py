@@ -42,3 +42,11 @@ def test_leverage_deepens_the_fall_of_the_book_in_the_lending_cascade():
 def test_unknown_column_is_named():
     with pytest.raises(KeyError, match="no metrics column 'nope'"):
         amplification(load_scenario("default").with_overrides({"run.steps": 3}), "nope")
+
+
+def test_unwinding_loops_deepen_the_crash():
+    """The looping scenario's loopers turn a 20% jump into a deeper fall of the book."""
+    result = amplification(load_scenario("looping"))
+    assert result.liquidations_with > 100
+    assert result.fall_without > 0.19  # the jump alone
+    assert result.excess > 0.01  # forced selling adds more than a percentage point
