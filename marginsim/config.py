@@ -104,12 +104,17 @@ class RunConfig(_Frozen):
         steps: Number of steps.
         step_seconds: Length of one step in seconds (rates and volatilities are annual).
         max_liquidation_rounds: Rounds of liquidation inside one step.
+        block_space: Liquidation calls (liquidations, auction starts and takes) that fit in
+            one round, all bots together; 0 means unlimited. When block space is limited,
+            bots are included in the order of their gas bids (highest first, ties in a
+            seeded order) and pay their bid for every call included.
     """
 
     seed: int = Field(default=7, ge=0, lt=2**63)
     steps: int = Field(default=1440, ge=1, le=10_000_000)
     step_seconds: PositiveFloat = 60.0
     max_liquidation_rounds: int = Field(default=5, ge=1, le=1000)
+    block_space: int = Field(default=0, ge=0)
 
 
 # ------------------------------------------------------------------------------- assets
@@ -822,6 +827,9 @@ class LiquidatorsConfig(_Frozen):
         uses_flash_loans: When its wallet lacks the debt asset, borrow it with a flash loan
             from the same pool, liquidate, sell the collateral for the debt asset on the book
             and repay the loan plus its fee in one atomic action (reverted if it cannot).
+        gas_bid: Priority fee each bot bids per call (a distribution over bots, human units
+            of ``gas_asset``); it matters only when ``run.block_space`` is limited.
+        gas_asset: Asset gas is paid in (to the holder ``chain:block_producer``).
     """
 
     count: int = Field(default=0, ge=0, le=10_000)
@@ -830,6 +838,10 @@ class LiquidatorsConfig(_Frozen):
     sell_collateral: bool = True
     max_actions_per_round: int = Field(default=20, ge=1)
     uses_flash_loans: bool = False
+    gas_bid: Dist = Dist(dist="const", value=0.0)
+    gas_asset: str = "USDC"
+
+    _coerce = field_validator("gas_bid", mode="before")(_dist_from_number)
 
 
 class AgentsConfig(_Frozen):
@@ -1033,6 +1045,8 @@ class Scenario(_Frozen):
         problems.extend(self._looper_problems(spot))
         for sym in self.agents.liquidators.capital if self.agents.liquidators.count else ():
             asset(f"agents.liquidators.capital.{sym}", sym)
+        if self.agents.liquidators.count and self.run.block_space:
+            asset("agents.liquidators.gas_asset", self.agents.liquidators.gas_asset)
         for k, shock in enumerate(self.shocks):
             if shock.instrument is not None and shock.instrument not in spot:
                 problems.append(

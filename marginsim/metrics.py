@@ -29,6 +29,7 @@ oracle_<name>               each oracle's published price (NaN before its first)
 amm_<id>_price              each AMM pool's price, quote/base
 liquidation_rounds          liquidation rounds run this step
 liquidations                liquidations and auction takes this step, all rounds
+liquidation_calls           liquidation-bot calls included this step (limited by run.block_space)
 <pool>_<key>                each lending pool's metrics (see LendingPool.metrics)
 <cdp>_<key>                 each CDP's metrics (see CdpProtocol.metrics)
 <venue>_<key>               each perp venue's metrics (see PerpVenue.metrics)
@@ -146,6 +147,11 @@ def liquidations(model: MarginModel) -> float:
     return float(model.liquidations_this_step)
 
 
+def liquidation_calls(model: MarginModel) -> float:
+    """Liquidation-bot calls included this step (all rounds)."""
+    return float(model.liquidation_calls)
+
+
 def core_reporters() -> dict[str, Reporter]:
     """The metrics every run records, in column order."""
     return {
@@ -164,6 +170,7 @@ def core_reporters() -> dict[str, Reporter]:
         "makers_quoting": makers_quoting,
         "liquidation_rounds": liquidation_rounds,
         "liquidations": liquidations,
+        "liquidation_calls": liquidation_calls,
     }
 
 

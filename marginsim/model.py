@@ -9,7 +9,7 @@ import mesa
 import numpy as np
 import pandas as pd
 
-from marginsim.agents.base import OrderBatch, Trader
+from marginsim.agents.base import OrderBatch, Trader, draw
 from marginsim.agents.fundamental import FundamentalTraders
 from marginsim.agents.liquidator import (
     BarkCall,
@@ -361,11 +361,22 @@ class MarginModel(mesa.Model):
             )
         self.liquidators: list[Liquidator] = []
         liq = agents.liquidators
+        gas_bids = draw(liq.gas_bid, liq.count, self.streams.get("liquidators"))
         for k in range(liq.count):
             holder = ledger.add_holder(f"liquidator[{k}]")
             for symbol, amount in liq.capital.items():
                 self._endow(holder, 1, symbol, amount)
-            self.liquidators.append(Liquidator(self, liq, holder))
+            bot = Liquidator(self, liq, holder)
+            bot.gas_bid_units = (
+                self._units(liq.gas_asset, max(float(gas_bids[k]), 0.0))
+                if sc.run.block_space
+                else 0
+            )
+            self.liquidators.append(bot)
+        self.block_producer = ledger.add_holder("chain:block_producer")
+        #: Liquidation calls included in blocks, and gas paid for them, this step.
+        self.liquidation_calls = 0
+        self.gas_paid_units = 0
         self._build_perp_agents()
         self._build_loopers()
 
@@ -713,6 +724,8 @@ class MarginModel(mesa.Model):
             cdp.tick(self.step_index)
         self.liquidation_rounds = 0
         self.liquidations_this_step = 0
+        self.liquidation_calls = 0
+        self.gas_paid_units = 0
         if not self.liquidators and not self.perps:
             return
         while self.liquidation_rounds < self.scenario.run.max_liquidation_rounds:
@@ -721,15 +734,44 @@ class MarginModel(mesa.Model):
                 for venue in self.perps.values():
                     venue.update_mark(self.step_index)
             done = sum(self._liquidate_perps(venue) for venue in self.perps.values())
-            order = list(self.liquidators)
-            self.random.shuffle(order)
-            for liquidator in order:
-                for call in liquidator.plan(self.view, self.protocols_view):
-                    done += self._execute(liquidator, call)
+            done += self._liquidator_round()
             if done == 0:
                 break
             self.liquidation_rounds += 1
             self.liquidations_this_step += done
+
+    def _liquidator_round(self) -> int:
+        """One round of the liquidation bots; returns the liquidations and takes done.
+
+        Bots act in a freshly shuffled, seeded order. With ``run.block_space`` limited, the
+        round holds that many calls: bots are included by gas bid (highest first; the
+        shuffle breaks ties), each included call costs its bot its bid (paid to
+        ``chain:block_producer``; a bot that cannot pay is left out), and a call takes its
+        place even when the protocol then refuses it, as a failed transaction does.
+        """
+        order = list(self.liquidators)
+        self.random.shuffle(order)
+        space = self.scenario.run.block_space
+        if space:
+            order.sort(key=lambda bot: -bot.gas_bid_units)  # stable: ties keep the shuffle
+        gas_asset = (
+            self.ledger.asset_id(self.scenario.agents.liquidators.gas_asset) if space else -1
+        )
+        done = used = 0
+        for liquidator in order:
+            for call in liquidator.plan(self.view, self.protocols_view):
+                if space:
+                    if used == space:
+                        return done
+                    used += 1
+                    fee = liquidator.gas_bid_units
+                    if self.ledger.balance(liquidator.holder, gas_asset) < fee:
+                        break
+                    self.ledger.transfer(liquidator.holder, self.block_producer, gas_asset, fee)
+                    self.gas_paid_units += fee
+                self.liquidation_calls += 1
+                done += self._execute(liquidator, call)
+        return done
 
     def _liquidate_perps(self, venue: PerpVenue) -> int:
         """One round of a perp venue's own liquidation engine; returns positions settled.

@@ -285,3 +285,46 @@ def test_adding_loopers_does_not_change_the_makers_first_quotes():
     qa, qb = a.market_makers[0].act(a.view), b.market_makers[0].act(b.view)
     np.testing.assert_array_equal(qa.price_ticks, qb.price_ticks)
     np.testing.assert_array_equal(qa.qty_lots, qb.qty_lots)
+
+
+def test_block_space_includes_the_highest_gas_bids_and_charges_them():
+    scenario = load_scenario("lending_cascade").with_overrides(
+        {
+            "run.steps": 260,
+            "run.block_space": 1,
+            "agents.liquidators.gas_bid": {"dist": "uniform", "low": 1.0, "high": 100.0},
+        }
+    )
+    model = MarginModel(scenario, check_invariants=True)
+    model.run()
+    bids = {bot.holder: bot.gas_bid_units for bot in model.liquidators}
+    top = max(bids, key=bids.get)
+    liq = model.event_tables()["liquidations"]
+    assert len(liq) > 0
+    # With room for one call a round, the highest bidder wins every liquidation it wants.
+    assert set(liq["liquidator"]) == {top}
+    usdc = model.ledger.asset_id("USDC")
+    paid = model.ledger.balance(model.block_producer, usdc)
+    assert paid > 0 and paid % bids[top] == 0
+    m = model.metrics_frame()
+    assert (m["liquidation_calls"] <= m["liquidation_rounds"] + 1).all()
+
+
+def test_keeper_failure_scenario_does_what_it_is_for():
+    """Congested block space and keepers short of DAI: auctions sell far below market or
+    expire unsold, and their shortfall becomes system debt."""
+    result = run(load_scenario("keeper_failure"), check_invariants=True)
+    m = result.metrics.set_index("step")
+    takes = result.events["liquidations"]
+    assert len(takes) > 0 and set(takes["protocol"]) == {"maker"}
+    paid = (takes["debt_repaid"] + takes["protocol_fee"]) / 1e6  # DAI, 6 decimals
+    price = paid / (takes["collateral_seized"] / 1e9)  # DAI per WETH, 9 decimals
+    market = m.loc[takes["step"], "mid_price"].to_numpy()
+    assert (price.to_numpy() < 0.8 * market).all()  # every sale at least 20% below market
+    auctions = result.events["auctions"]
+    assert len(auctions) == 8 and (auctions["shortfall"] > 0).all()
+    assert set(auctions["status"]) <= {"expired", "exhausted"}
+    bad = result.events["bad_debt"]
+    assert bad["amount"].sum() == auctions["shortfall"].sum()
+    assert m["maker_system_debt"].iloc[-1] > 1_000_000  # DAI left without backing
+    assert (m["liquidation_calls"] <= m["liquidation_rounds"] + 1).all()  # one call a round

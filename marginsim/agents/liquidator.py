@@ -106,6 +106,8 @@ class Liquidator(Trader):
         self.holder = holder
         self.liquidations = 0
         self.takes = 0
+        #: Priority fee per call, ledger units of the gas asset (set by the model).
+        self.gas_bid_units = 0
 
     def act(self, view: MarketView) -> OrderBatch:
         """Liquidators do not trade in the agents phase."""
