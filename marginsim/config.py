@@ -824,6 +824,9 @@ class LiquidatorsConfig(_Frozen):
         min_profit: Least expected profit, relative to the value repaid, to act.
         sell_collateral: Sell seized collateral on the book at once (``true``) or keep it.
         max_actions_per_round: Liquidations or takes one bot makes in one round.
+        max_candidates: Liquidatable accounts per pool one bot evaluates in a round, largest
+            debt first (bots watch the big ones; this bounds a round's work when thousands
+            of accounts are under water at once).
         uses_flash_loans: When its wallet lacks the debt asset, borrow it with a flash loan
             from the same pool, liquidate, sell the collateral for the debt asset on the book
             and repay the loan plus its fee in one atomic action (reverted if it cannot).
@@ -837,6 +840,7 @@ class LiquidatorsConfig(_Frozen):
     min_profit: Annotated[float, Field(ge=-1, lt=1)] = 0.0
     sell_collateral: bool = True
     max_actions_per_round: int = Field(default=20, ge=1)
+    max_candidates: int = Field(default=50, ge=1)
     uses_flash_loans: bool = False
     gas_bid: Dist = Dist(dist="const", value=0.0)
     gas_asset: str = "USDC"

@@ -133,7 +133,7 @@ class Liquidator(Trader):
         for pool in protocols.lending_names:
             accounts = protocols.liquidatable(pool)
             order = np.argsort(-accounts.debt_value, kind="stable")
-            for i in order:
+            for i in order[: self.config.max_candidates]:
                 if budget == 0:
                     return
                 call = self._lending_call(view, protocols, pool, accounts, int(i))
