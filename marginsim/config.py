@@ -60,10 +60,12 @@ __all__ = [
     "NetworkConfig",
     "NoiseTradersConfig",
     "OracleConfig",
+    "OracleManipulatorConfig",
     "RunConfig",
     "Scenario",
     "ScenarioError",
     "ShockConfig",
+    "ThinBookMakerConfig",
     "parse_override_value",
 ]
 
@@ -848,6 +850,62 @@ class LiquidatorsConfig(_Frozen):
     _coerce = field_validator("gas_bid", mode="before")(_dist_from_number)
 
 
+class ThinBookMakerConfig(MarketMakersConfig):
+    """One small market maker quoting a ladder around a fixed fair price (a thin book).
+
+    It is a :class:`MarketMakersConfig` maker whose fair value is ``price`` instead of the
+    exogenous index (which prices another asset): it gives a second token's book its only
+    resting liquidity, requoting every agent phase around ``price``, so a pump of that
+    book's mid lasts until the maker's next quotes.
+
+    Attributes:
+        price: The maker's fixed fair value (quote per base).
+    """
+
+    count: int = Field(default=0, ge=0, le=1)
+    price: PositiveFloat = 1.0
+
+
+class OracleManipulatorConfig(_Frozen):
+    """The oracle manipulator (adversarial individual): pump a thin book, borrow against it.
+
+    At ``attack_step`` (or, with ``attack_step < 0``, at the first step at which pumping the
+    book's mid by ``pump`` costs at most ``budget`` and the attack is estimated to pay) it
+    buys the collateral on ``instrument`` at market, enough to lift the mid by ``pump``
+    (estimated from the book with ``market_order_cost``). Oracles observe the pumped book in
+    the next step's oracle phase, so one step later it supplies all its collateral to
+    ``pool`` and borrows ``debt`` up to ``borrow_share`` of its borrowing power, then stops.
+
+    Attributes:
+        enabled: Whether the manipulator exists.
+        pool: Victim lending pool.
+        collateral: Collateral reserve symbol (the thin book's base asset).
+        debt: Reserve borrowed (the book's quote asset).
+        instrument: Thin book (default: the spot book of ``collateral`` against ``debt``).
+        capital_collateral: Collateral the manipulator starts with.
+        capital_debt: Debt asset the manipulator starts with (pays for the pump).
+        attack_step: Step of the pump; negative: attack when the book is thin enough.
+        pump: Relative rise of the mid the pump aims for (1.5: the mid times 2.5).
+        budget: Most of ``debt`` the pump may spend (human units; capped by the wallet).
+        borrow_share: Share of the borrowing power the borrow asks for (under 1 for rounding).
+        reference_price: Oracle-free value of the collateral for the P&L; 0: the mid before
+            the attack (the exogenous index when the collateral is the index asset).
+    """
+
+    enabled: bool = False
+    pool: str = ""
+    collateral: str = "TKN"
+    debt: str = "USDC"
+    instrument: str | None = None
+    capital_collateral: NonNegFloat = 0.0
+    capital_debt: NonNegFloat = 0.0
+    attack_step: int = -1
+    pump: PositiveFloat = 1.5
+    budget: NonNegFloat = 100_000.0
+    borrow_share: Annotated[float, Field(gt=0, le=1)] = 0.999
+    reference_price: NonNegFloat = 0.0
+
+
 class AgentsConfig(_Frozen):
     """The agents of a run: populations and individuals, by kind."""
 
@@ -858,6 +916,8 @@ class AgentsConfig(_Frozen):
     perp_traders: PerpTradersConfig = PerpTradersConfig()
     lending_loopers: LendingLoopersConfig = LendingLoopersConfig()
     liquidators: LiquidatorsConfig = LiquidatorsConfig()
+    thin_book_maker: ThinBookMakerConfig = ThinBookMakerConfig()
+    oracle_manipulator: OracleManipulatorConfig = OracleManipulatorConfig()
 
 
 # ------------------------------------------------------------------------------- accounts

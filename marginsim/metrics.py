@@ -174,6 +174,12 @@ def core_reporters() -> dict[str, Reporter]:
     }
 
 
+def manipulator_pnl(model: MarginModel) -> float:
+    """The oracle manipulator's P&L at its oracle-free reference price (debt asset)."""
+    manipulator = model.manipulator
+    return manipulator.pnl(model.view, model.protocols_view) if manipulator else _NAN
+
+
 class _OraclePrice:
     """Reporter of one oracle's price (a class, not a lambda, so it pickles)."""
 
@@ -249,6 +255,8 @@ class MetricsRecorder:
                 reporters[f"{spec.instrument_id}_mid_price"] = _BookMid(spec.instrument_id)
         for i, pool in enumerate(model.amms):
             reporters[f"amm_{pool.pool_id}_price"] = _AmmPrice(i)
+        if getattr(model, "manipulator", None) is not None:
+            reporters["manipulator_pnl"] = manipulator_pnl
         groups: list[GroupReporter] = [_ProtocolMetrics("lending", n) for n in model.lending]
         groups += [_ProtocolMetrics("cdp", n) for n in model.cdps]
         groups += [_ProtocolMetrics("perp", n) for n in model.perps]

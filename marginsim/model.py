@@ -19,6 +19,7 @@ from marginsim.agents.liquidator import (
     TakeCall,
 )
 from marginsim.agents.loopers import LendingAction, LendingActions, LendingLoopers
+from marginsim.agents.manipulator import ATTACK_COLUMNS, OracleManipulator, ThinBookMaker
 from marginsim.agents.market_maker import MarketMaker, PerpMarketMaker
 from marginsim.agents.noise import NoiseTraders
 from marginsim.agents.perp_traders import PerpTraders
@@ -379,6 +380,7 @@ class MarginModel(mesa.Model):
         self.gas_paid_units = 0
         self._build_perp_agents()
         self._build_loopers()
+        self._build_manipulator()
 
     def _build_loopers(self) -> None:
         """The lending loopers: a block of holders with ``capital`` of collateral each.
@@ -409,6 +411,68 @@ class MarginModel(mesa.Model):
                 self.streams.get("population:lending_loopers"),
             )
         )
+
+    def _build_manipulator(self) -> None:
+        """The thin book's maker (fixed fair value) and the oracle manipulator, if enabled.
+
+        The maker joins the market makers (it quotes before the traders, every step); the
+        manipulator joins the traders (shuffled activation, :meth:`_activate_manipulator`).
+        """
+        sc, ledger = self.scenario, self.ledger
+        #: The oracle manipulator, ``None`` when the scenario has none.
+        self.manipulator: OracleManipulator | None = None
+        tb = sc.agents.thin_book_maker
+        if tb.count:
+            ins_cfg = sc.instrument(tb.instrument)
+            ins = self.instrument_index[ins_cfg.id]
+            spec = self.engine.specs[ins]
+            holder = ledger.add_holder("thin_book_maker[0]")
+            self._endow(holder, 1, ins_cfg.base, tb.capital_base)
+            self._endow(holder, 1, ins_cfg.quote, tb.capital_quote)
+            self.market_makers.append(
+                ThinBookMaker(
+                    self, tb, holder, ins, spec.base_asset, spec.quote_asset, self.calm_volatility
+                )
+            )
+        cfg = sc.agents.oracle_manipulator
+        if not cfg.enabled:
+            return
+        where = "agents.oracle_manipulator"
+        pool = self.lending.get(cfg.pool)
+        if pool is None:
+            raise ScenarioError([(f"{where}.pool", f"no lending pool {cfg.pool!r}")], where)
+        for field in ("collateral", "debt"):
+            symbol = getattr(cfg, field)
+            if symbol not in {r.symbol for r in pool.reserves}:
+                raise ScenarioError(
+                    [(f"{where}.{field}", f"pool {cfg.pool!r} has no reserve {symbol!r}")], where
+                )
+        ins_id = cfg.instrument or next(
+            (
+                i.id
+                for i in sc.instruments
+                if i.kind == "spot" and i.base == cfg.collateral and i.quote == cfg.debt
+            ),
+            None,
+        )
+        if ins_id not in self.instrument_index:
+            raise ScenarioError(
+                [(f"{where}.instrument", f"no spot book of {cfg.collateral}-{cfg.debt}")], where
+            )
+        holder = ledger.add_holder("oracle_manipulator")
+        self._endow(holder, 1, cfg.collateral, cfg.capital_collateral)
+        self._endow(holder, 1, cfg.debt, cfg.capital_debt)
+        self.manipulator = OracleManipulator(
+            self,
+            cfg,
+            holder,
+            self.instrument_index[ins_id],
+            ledger.asset_id(cfg.collateral),
+            ledger.asset_id(cfg.debt),
+            self.protocols_view,
+            collateral_is_index=cfg.collateral == sc.exogenous.asset,
+        )
+        self.traders.append(self.manipulator)
 
     def _perp_margin(self, instrument: int, first: int, count: int, amount: float) -> PerpVenue:
         """Give accounts ``amount`` of settlement asset and deposit it on the venue."""
@@ -659,6 +723,9 @@ class MarginModel(mesa.Model):
             if isinstance(trader, LendingLoopers):
                 self._activate_loopers(trader)
                 continue
+            if isinstance(trader, OracleManipulator):
+                self._activate_manipulator(trader)
+                continue
             batch = trader.act(self.view)
             order_id, status, _, resting = self._submit(batch)
             trader.on_results(batch, order_id, status, resting)
@@ -677,6 +744,15 @@ class MarginModel(mesa.Model):
         refused += self._execute_lending(loopers.after_trades(self.view, self.protocols_view))
         loopers.refused_actions += refused
         self.lending_actions_refused += refused
+
+    def _activate_manipulator(self, manipulator: OracleManipulator) -> None:
+        """The manipulator's activation: lend (supply and borrow), trade (pump), note results."""
+        self._execute_lending(manipulator.plan_lending(self.view, self.protocols_view))
+        manipulator.record_borrow(self.view, self.protocols_view)
+        batch = manipulator.act(self.view)
+        order_id, status, _, resting = self._submit(batch)
+        manipulator.on_results(batch, order_id, status, resting)
+        manipulator.after_trades(self.view)
 
     def _execute_lending(self, actions: LendingActions) -> int:
         """Run lending actions in order through the pool's methods; returns how many it refused.
@@ -907,9 +983,10 @@ class MarginModel(mesa.Model):
 
         ``trades``, ``swaps``, ``shocks``, ``mints`` (every mint and burn, with its reason),
         ``liquidations`` (lending liquidations and CDP auction takes), ``bad_debt``,
-        ``flash_loans``, ``auctions`` and ``holders``. Holder ids in the other tables
-        (buyer, seller, holder, account, liquidator) resolve to names through ``holders``
-        (``holder``, ``name``).
+        ``flash_loans``, ``auctions``, ``holders`` and, with an oracle manipulator,
+        ``attacks`` (:data:`~marginsim.agents.manipulator.ATTACK_COLUMNS`). Holder ids in
+        the other tables (buyer, seller, holder, account, liquidator) resolve to names
+        through ``holders`` (``holder``, ``name``).
         """
         journal = self.ledger.journal
         mints = pd.DataFrame(
@@ -930,7 +1007,7 @@ class MarginModel(mesa.Model):
             )
             for p in lending
         ] + [c.bad_debt() for c in cdps]
-        return {
+        tables = {
             "trades": self.engine.trades_frame(),
             "swaps": _concat(swaps, _SWAP_COLUMNS),
             "shocks": pd.DataFrame(self.shock_rows, columns=list(_SHOCK_COLUMNS)).astype(
@@ -952,6 +1029,11 @@ class MarginModel(mesa.Model):
                 }
             ),
         }
+        if self.manipulator is not None:
+            tables["attacks"] = pd.DataFrame(
+                self.manipulator.rows, columns=list(ATTACK_COLUMNS)
+            ).astype(ATTACK_COLUMNS)
+        return tables
 
 
 def _concat(frames: list[pd.DataFrame], columns: dict[str, object]) -> pd.DataFrame:
