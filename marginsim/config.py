@@ -39,6 +39,7 @@ __all__ = [
     "AccountConfig",
     "AgentsConfig",
     "AmmConfig",
+    "ArbitrageursConfig",
     "AssetConfig",
     "AuctionConfig",
     "CdpConfig",
@@ -906,6 +907,38 @@ class OracleManipulatorConfig(_Frozen):
     reference_price: NonNegFloat = 0.0
 
 
+class ArbitrageursConfig(_Frozen):
+    """Arbitrageurs (individuals) between a constant-product AMM pool and a spot book.
+
+    Each step, in the shuffled trader order, an arbitrageur compares the pool with the book of
+    the same pair. When the pool's price, after the pool fee, is below what the best bid pays
+    net of the taker fee, it buys base from the pool and sells it on the book (and the reverse
+    when the pool is above the best ask). The size brings the pool to the book's price, capped
+    by ``max_trade``, the wallet and the depth of the book, and is halved until the round trip
+    earns at least ``min_edge`` (see :mod:`marginsim.agents.arbitrageur`).
+
+    Attributes:
+        count: Number of arbitrageurs.
+        pool: Id of the AMM pool they arbitrage (default: the first pool).
+        instrument: Spot book they trade against the pool (default: the first spot book
+            with the pool's base and quote).
+        capital_base: Base each arbitrageur starts with, human units.
+        capital_quote: Quote each arbitrageur starts with, human units.
+        min_edge: Least relative profit of a round trip after all fees (proceeds / cost - 1)
+            to act.
+        max_trade: Most base (human units) one arbitrageur moves through the pool in one
+            step.
+    """
+
+    count: int = Field(default=0, ge=0, le=10_000)
+    pool: str | None = None
+    instrument: str | None = None
+    capital_base: NonNegFloat = 100.0
+    capital_quote: NonNegFloat = 200_000.0
+    min_edge: Annotated[float, Field(ge=0, lt=1)] = 0.0005
+    max_trade: PositiveFloat = 10.0
+
+
 class AgentsConfig(_Frozen):
     """The agents of a run: populations and individuals, by kind."""
 
@@ -918,6 +951,7 @@ class AgentsConfig(_Frozen):
     liquidators: LiquidatorsConfig = LiquidatorsConfig()
     thin_book_maker: ThinBookMakerConfig = ThinBookMakerConfig()
     oracle_manipulator: OracleManipulatorConfig = OracleManipulatorConfig()
+    arbitrageurs: ArbitrageursConfig = ArbitrageursConfig()
 
 
 # ------------------------------------------------------------------------------- accounts
@@ -1107,6 +1141,7 @@ class Scenario(_Frozen):
                     )
                 )
         problems.extend(self._looper_problems(spot))
+        problems.extend(self._arbitrageur_problems())
         for sym in self.agents.liquidators.capital if self.agents.liquidators.count else ():
             asset(f"agents.liquidators.capital.{sym}", sym)
         if self.agents.liquidators.count and self.run.block_space:
@@ -1160,6 +1195,32 @@ class Scenario(_Frozen):
         if problems:
             raise _CrossFieldErrors(problems)
         return self
+
+    def _arbitrageur_problems(self) -> list[tuple[str, str]]:
+        """Arbitrageurs need a known AMM pool and a spot book of the same pair."""
+        cfg, f = self.agents.arbitrageurs, "agents.arbitrageurs"
+        if not cfg.count:
+            return []
+        pools = {p.id: p for p in self.amms}
+        pool = pools.get(cfg.pool) if cfg.pool is not None else next(iter(pools.values()), None)
+        if pool is None:
+            return [(f"{f}.pool", f"arbitrageurs need an AMM pool; pools are {sorted(pools)}")]
+        books = [
+            i.id
+            for i in self.instruments
+            if i.kind == "spot" and (i.base, i.quote) == (pool.base, pool.quote)
+        ]
+        if cfg.instrument is None and not books:
+            return [(f"{f}.instrument", f"no spot book trades {pool.base}/{pool.quote}")]
+        if cfg.instrument is not None and cfg.instrument not in books:
+            return [
+                (
+                    f"{f}.instrument",
+                    f"must be a spot book of the pool's pair {pool.base}/{pool.quote}; "
+                    f"have {books}",
+                )
+            ]
+        return []
 
     def _looper_problems(self, spot: list[str]) -> list[tuple[str, str]]:
         """Cross-field checks of ``agents.lending_loopers`` (only when it has accounts)."""

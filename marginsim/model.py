@@ -9,6 +9,7 @@ import mesa
 import numpy as np
 import pandas as pd
 
+from marginsim.agents.arbitrageur import Arbitrageur, SwapCall
 from marginsim.agents.base import OrderBatch, Trader, draw
 from marginsim.agents.fundamental import FundamentalTraders
 from marginsim.agents.liquidator import (
@@ -157,7 +158,9 @@ class MarginModel(mesa.Model):
         self._build_protocols()
         self._build_agents()
         self._build_accounts()
-        self.view = MarketView(self.engine, self.ledger, self.oracles, self.index_path)
+        self.view = MarketView(
+            self.engine, self.ledger, self.oracles, self.index_path, self.amm_by_id
+        )
         self.trades_at_step_start = self.engine.n_trades
         self.recorder = MetricsRecorder.for_model(self)
         if self.check_invariants:
@@ -381,6 +384,41 @@ class MarginModel(mesa.Model):
         self._build_perp_agents()
         self._build_loopers()
         self._build_manipulator()
+        self._build_arbitrageurs()
+
+    def _build_arbitrageurs(self) -> None:
+        """Arbitrageurs ``arbitrageur[k]``, each endowed with its base and quote capital.
+
+        They are registered with :attr:`traders`, so they act in the shuffled trader order of
+        :meth:`phase_agents` (one activation: book orders, then swaps).
+        """
+        sc, cfg = self.scenario, self.scenario.agents.arbitrageurs
+        #: Swaps of arbitrageurs that their pool refused, over the run.
+        self.swaps_refused = 0
+        if not cfg.count:
+            return
+        pool_cfg = next(p for p in sc.amms if cfg.pool is None or p.id == cfg.pool)
+        ins_id = cfg.instrument or next(
+            i.id
+            for i in sc.instruments
+            if i.kind == "spot" and (i.base, i.quote) == (pool_cfg.base, pool_cfg.quote)
+        )
+        pool = self.amm_by_id[pool_cfg.id]
+        for k in range(cfg.count):
+            holder = self.ledger.add_holder(f"arbitrageur[{k}]")
+            self._endow(holder, 1, pool_cfg.base, cfg.capital_base)
+            self._endow(holder, 1, pool_cfg.quote, cfg.capital_quote)
+            self.traders.append(
+                Arbitrageur(
+                    self,
+                    cfg,
+                    holder,
+                    pool_cfg.id,
+                    self.instrument_index[ins_id],
+                    pool.base_asset,
+                    pool.quote_asset,
+                )
+            )
 
     def _build_loopers(self) -> None:
         """The lending loopers: a block of holders with ``capital`` of collateral each.
@@ -710,7 +748,8 @@ class MarginModel(mesa.Model):
 
         Each agent decides from the market as the previous agents left it, and its orders
         are submitted before the next agent acts. A lending-looper population's activation
-        is three calls in a row (:meth:`_activate_loopers`).
+        is three calls in a row (:meth:`_activate_loopers`); an arbitrageur's is its book
+        orders, then its swaps (:meth:`_execute_swaps`).
         """
         for maker in self.market_makers:
             self._submit(maker.withdraw())
@@ -726,9 +765,32 @@ class MarginModel(mesa.Model):
             if isinstance(trader, OracleManipulator):
                 self._activate_manipulator(trader)
                 continue
+            if isinstance(trader, Arbitrageur):
+                self._activate_arbitrageur(trader)
+                continue
             batch = trader.act(self.view)
             order_id, status, _, resting = self._submit(batch)
             trader.on_results(batch, order_id, status, resting)
+
+    def _activate_arbitrageur(self, trader: Arbitrageur) -> None:
+        """An arbitrageur's turn: its book orders first, then its swaps into the pool."""
+        plan = trader.plan(self.view)
+        order_id, status, _, resting = self._submit(plan.orders)
+        trader.on_results(plan.orders, order_id, status, resting)
+        refused = len(plan.swaps) - self._execute_swaps(trader.holder, plan.swaps)
+        trader.swaps_refused += refused
+        self.swaps_refused += refused
+
+    def _execute_swaps(self, holder: int, swaps: tuple[SwapCall, ...]) -> int:
+        """Route swaps in order through ``pool.swap``; returns how many executed.
+
+        A refused swap (e.g. its ``min_out`` no longer met) changes nothing.
+        """
+        done = 0
+        for call in swaps:
+            result = self.amm_by_id[call.pool].swap(holder, call.side, call.amount_in, call.min_out)
+            done += result.ok
+        return done
 
     def _activate_loopers(self, loopers: LendingLoopers) -> None:
         """One activation of a looper population: lend, trade, lend again, in this order.

@@ -7,7 +7,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from marginsim.ledger import Ledger
+    from marginsim.market.amm import ConstantProductPool
     from marginsim.market.engine import MatchingEngine
     from marginsim.market.oracle import OracleSet
 
@@ -25,12 +28,19 @@ class MarketView:
         ledger: The ledger (read through its read-only ``balances`` view).
         oracles: The oracles protocols read.
         index_path: The exogenous index path, one value per step.
+        amms: The AMM pools by id (read through quote methods only).
     """
 
     def __init__(
-        self, engine: MatchingEngine, ledger: Ledger, oracles: OracleSet, index_path: np.ndarray
+        self,
+        engine: MatchingEngine,
+        ledger: Ledger,
+        oracles: OracleSet,
+        index_path: np.ndarray,
+        amms: Mapping[str, ConstantProductPool] | None = None,
     ) -> None:
         self._engine = engine
+        self._amms = dict(amms or {})
         self._ledger = ledger
         self._oracles = oracles
         self._index_path = index_path
@@ -117,3 +127,24 @@ class MarketView:
     def balances(self, holders: np.ndarray, asset: int) -> np.ndarray:
         """Balances of many holders in one asset (ledger units), as a copy."""
         return self._ledger.balances[holders, asset].copy()
+
+    # ---------------------------------------------------------------- AMM pools
+    def amm_reserves(self, pool: str) -> tuple[int, int]:
+        """``(base_units, quote_units)`` reserves of an AMM pool."""
+        return self._amms[pool].reserves
+
+    def amm_fee_ppm(self, pool: str) -> int:
+        """Swap fee of an AMM pool, parts per million of the input."""
+        return self._amms[pool].fee_ppm
+
+    def amm_mid_price(self, pool: str) -> float | None:
+        """Marginal price of an AMM pool (fee excluded), quote per base; ``None`` if empty."""
+        return self._amms[pool].mid_price()
+
+    def amm_quote_out(self, pool: str, side: int, amount_in: int) -> int:
+        """Units a swap would pay out now (see ``ConstantProductPool.quote_out``)."""
+        return self._amms[pool].quote_out(side, amount_in)
+
+    def amm_amount_in_for(self, pool: str, side: int, amount_out: int) -> int:
+        """Least input paying out ``amount_out`` (see ``ConstantProductPool.amount_in_for``)."""
+        return self._amms[pool].amount_in_for(side, amount_out)
