@@ -11,6 +11,7 @@ import pandas as pd
 
 from marginsim.agents.base import OrderBatch, Trader, draw
 from marginsim.agents.fundamental import FundamentalTraders
+from marginsim.agents.hunter import ATTACK_COLUMNS, LiquidationHunter
 from marginsim.agents.liquidator import (
     BarkCall,
     FlashLiquidateCall,
@@ -297,7 +298,10 @@ class MarginModel(mesa.Model):
         self.perp_of_instrument = {
             c: venue for venue in self.perps.values() for c in venue.instruments
         }
-        self.protocols_view = ProtocolsView(self.lending, self.cdps, self.perps)
+        perp_bases = {
+            k: ins.base for k, ins in enumerate(self.scenario.instruments) if ins.kind == "perp"
+        }
+        self.protocols_view = ProtocolsView(self.lending, self.cdps, self.perps, perp_bases)
 
     def _endow(self, first: int, count: int, symbol: str, amount: float) -> None:
         """Mint ``amount`` of ``symbol`` to each of ``count`` holders from ``first``.
@@ -379,6 +383,7 @@ class MarginModel(mesa.Model):
         self.gas_paid_units = 0
         self._build_perp_agents()
         self._build_loopers()
+        self._build_hunter()
 
     def _build_loopers(self) -> None:
         """The lending loopers: a block of holders with ``capital`` of collateral each.
@@ -409,6 +414,35 @@ class MarginModel(mesa.Model):
                 self.streams.get("population:lending_loopers"),
             )
         )
+
+    def _build_hunter(self) -> None:
+        """The liquidation hunters: individuals with their own wallets, among the traders.
+
+        Each acts in the shuffled order of the traders, like any trader.
+        """
+        sc, cfg = self.scenario, self.scenario.agents.liquidation_hunter
+        self.hunters: list[LiquidationHunter] = []
+        if not cfg.count:
+            return
+        ins_cfg = sc.instrument(cfg.instrument)
+        ins = self.instrument_index[ins_cfg.id]
+        spec = self.engine.specs[ins]
+        for k in range(cfg.count):
+            holder = self.ledger.add_holder(f"liquidation_hunter[{k}]")
+            for symbol, amount in cfg.capital.items():
+                self._endow(holder, 1, symbol, amount)
+            hunter = LiquidationHunter(
+                self,
+                cfg,
+                holder,
+                ins,
+                spec.base_asset,
+                spec.quote_asset,
+                ins_cfg.base,
+                self.protocols_view,
+            )
+            self.hunters.append(hunter)
+            self.traders.append(hunter)
 
     def _perp_margin(self, instrument: int, first: int, count: int, amount: float) -> PerpVenue:
         """Give accounts ``amount`` of settlement asset and deposit it on the venue."""
@@ -907,7 +941,8 @@ class MarginModel(mesa.Model):
 
         ``trades``, ``swaps``, ``shocks``, ``mints`` (every mint and burn, with its reason),
         ``liquidations`` (lending liquidations and CDP auction takes), ``bad_debt``,
-        ``flash_loans``, ``auctions`` and ``holders``. Holder ids in the other tables
+        ``flash_loans``, ``auctions``, ``attacks`` (the liquidation hunters' attacks) and
+        ``holders``. Holder ids in the other tables
         (buyer, seller, holder, account, liquidator) resolve to names through ``holders``
         (``holder``, ``name``).
         """
@@ -945,6 +980,7 @@ class MarginModel(mesa.Model):
             "funding": _concat(
                 [v.funding_frame() for v in self.perps.values()], PerpVenue.FUNDING_COLUMNS
             ),
+            "attacks": _concat([h.attacks_frame() for h in self.hunters], ATTACK_COLUMNS),
             "holders": pd.DataFrame(
                 {
                     "holder": np.arange(self.ledger.n_holders, dtype=np.int64),

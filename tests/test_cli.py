@@ -26,6 +26,7 @@ def test_run_writes_results_and_prints_summary(tmp_path):
     names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     assert names == [
         "events/adl.parquet",
+        "events/attacks.parquet",
         "events/auctions.parquet",
         "events/bad_debt.parquet",
         "events/flash_loans.parquet",
