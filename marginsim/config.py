@@ -56,6 +56,7 @@ __all__ = [
     "ExogenousConfig",
     "FundamentalTradersConfig",
     "InstrumentConfig",
+    "LiquidationHunterConfig",
     "LiquidatorsConfig",
     "MarketMakersConfig",
     "NetworkConfig",
@@ -939,6 +940,51 @@ class ArbitrageursConfig(_Frozen):
     max_trade: PositiveFloat = 10.0
 
 
+class LiquidationHunterConfig(_Frozen):
+    """The liquidation hunter (individual, adversarial): pushes the price through a cluster.
+
+    Every step it reads the public liquidation map of the book's base asset on a grid from
+    the mid down to ``max_push`` below it (spacing ``grid_step``). The nearest grid price
+    below the mid where the long debt newly liquidatable reaches ``min_cluster_debt`` is the
+    cluster; the target is ``overshoot`` below it. It estimates the sale that moves the book's
+    mid there (bids swept down to ``2 * target - best ask``, the asks left in place), its
+    cost (mid value minus the proceeds, from ``market_order_cost``) and its gain (its size
+    times the fall of the book to the marginal price after its own sale plus the forced
+    sales of ``cascade_share`` of the cluster's debt, bonus included), and attacks, selling
+    its own base at market, when gain > ``profit_margin`` * cost. From ``hold_steps`` later it
+    buys back at market, step by step, what is still missing of the base it held before (as
+    far as its quote pays), then rests ``cooldown_steps``.
+
+    Attributes:
+        count: Number of hunters (each with its own wallet).
+        instrument: Spot book it trades (default: the first spot instrument).
+        capital: Starting wallet of each hunter, by asset symbol, human units.
+        grid_step: Relative spacing of the map's grid.
+        max_push: Deepest relative move below the mid it considers.
+        min_cluster_debt: Least newly liquidatable debt (quote human units) of a cluster.
+        overshoot: Relative distance it pushes beyond the cluster's price.
+        cascade_share: Share of the cluster's debt it expects to be repaid by liquidators
+            (whose collateral is then sold on the book).
+        liquidation_bonus: Bonus it assumes on the seized collateral.
+        profit_margin: Attack when estimated gain > profit_margin * estimated cost.
+        hold_steps: Steps between the attack and the buy-back.
+        cooldown_steps: Steps after a buy-back before it may attack again.
+    """
+
+    count: int = Field(default=0, ge=0, le=100)
+    instrument: str | None = None
+    capital: dict[str, NonNegFloat] = Field(default_factory=lambda: {"WETH": 500.0})
+    grid_step: Annotated[float, Field(gt=0, lt=0.5)] = 0.0025
+    max_push: Annotated[float, Field(gt=0, lt=0.9)] = 0.1
+    min_cluster_debt: NonNegFloat = 500_000.0
+    overshoot: Annotated[float, Field(ge=0, lt=0.5)] = 0.002
+    cascade_share: Fraction = 0.5
+    liquidation_bonus: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    profit_margin: NonNegFloat = 1.0
+    hold_steps: int = Field(default=2, ge=1)
+    cooldown_steps: int = Field(default=30, ge=0)
+
+
 class AgentsConfig(_Frozen):
     """The agents of a run: populations and individuals, by kind."""
 
@@ -952,6 +998,7 @@ class AgentsConfig(_Frozen):
     thin_book_maker: ThinBookMakerConfig = ThinBookMakerConfig()
     oracle_manipulator: OracleManipulatorConfig = OracleManipulatorConfig()
     arbitrageurs: ArbitrageursConfig = ArbitrageursConfig()
+    liquidation_hunter: LiquidationHunterConfig = LiquidationHunterConfig()
 
 
 # ------------------------------------------------------------------------------- accounts
@@ -1130,6 +1177,7 @@ class Scenario(_Frozen):
             ("market_makers", agents.market_makers, "spot", spot),
             ("perp_market_makers", agents.perp_market_makers, "perp", perp_ids),
             ("perp_traders", agents.perp_traders, "perp", perp_ids),
+            ("liquidation_hunter", agents.liquidation_hunter, "spot", spot),
         ):
             if cfg.count and cfg.instrument is None and not ids:
                 problems.append((f"agents.{key}.instrument", f"agents need a {kind} instrument"))
@@ -1144,6 +1192,9 @@ class Scenario(_Frozen):
         problems.extend(self._arbitrageur_problems())
         for sym in self.agents.liquidators.capital if self.agents.liquidators.count else ():
             asset(f"agents.liquidators.capital.{sym}", sym)
+        hunter = self.agents.liquidation_hunter
+        for sym in hunter.capital if hunter.count else ():
+            asset(f"agents.liquidation_hunter.capital.{sym}", sym)
         if self.agents.liquidators.count and self.run.block_space:
             asset("agents.liquidators.gas_asset", self.agents.liquidators.gas_asset)
         for k, shock in enumerate(self.shocks):

@@ -30,6 +30,8 @@ amm_<id>_price              each AMM pool's price, quote/base
 liquidation_rounds          liquidation rounds run this step
 liquidations                liquidations and auction takes this step, all rounds
 liquidation_calls           liquidation-bot calls included this step (limited by run.block_space)
+hunter_pnl                  liquidation hunters' P&L, quote human units (only with hunters):
+                            holdings valued at the mid minus the initial holdings at the mid
 <pool>_<key>                each lending pool's metrics (see LendingPool.metrics)
 <cdp>_<key>                 each CDP's metrics (see CdpProtocol.metrics)
 <venue>_<key>               each perp venue's metrics (see PerpVenue.metrics)
@@ -46,9 +48,18 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from marginsim.model import MarginModel
+    from collections.abc import Sequence
 
-__all__ = ["MetricsRecorder", "core_reporters"]
+    from marginsim.model import MarginModel
+    from marginsim.protocols.events import LiquidationPrices
+
+__all__ = [
+    "MetricsRecorder",
+    "core_reporters",
+    "hunter_pnl",
+    "liquidation_map",
+    "liquidation_map_from_prices",
+]
 
 Reporter = Callable[["MarginModel"], float]
 _NAN = float("nan")
@@ -150,6 +161,85 @@ def liquidations(model: MarginModel) -> float:
 def liquidation_calls(model: MarginModel) -> float:
     """Liquidation-bot calls included this step (all rounds)."""
     return float(model.liquidation_calls)
+
+
+def hunter_pnl(model: MarginModel) -> float:
+    """P&L of the liquidation hunters, quote human units (see ``LiquidationHunter.pnl``)."""
+    return float(sum(h.pnl(model.view) for h in model.hunters))
+
+
+# ----------------------------------------------------------------------- liquidation map
+def liquidation_map_from_prices(
+    parts: Sequence[LiquidationPrices], grid: np.ndarray | Sequence[float], reference: float
+) -> pd.DataFrame:
+    """Debt that becomes liquidatable if the price moved to each grid price.
+
+    Each protocol's liquidation prices are put on the reference axis by the relative move
+    they need: an account liquidated when its protocol's price ``q0`` reaches ``q`` counts
+    at ``reference * q / q0`` (protocols reading different oracles are assumed to move by
+    the same fraction). At grid price ``p``:
+
+    * ``long_debt(p)`` = sum of the debt values of long-side accounts (liquidated as the
+      price falls) whose liquidation price is at or above ``p``;
+    * ``short_debt(p)`` = the same for short-side accounts whose liquidation price is at or
+      below ``p``.
+
+    Both are cumulative (an account already liquidatable now counts at every grid price on
+    its side); debt values are those at each account's liquidation price. A part without a
+    current price is left out.
+
+    Args:
+        parts: Per-protocol scans (:class:`~marginsim.protocols.events.LiquidationPrices`).
+        grid: Prices of the asset, quote per base.
+        reference: The asset's price now on the map's axis.
+
+    Returns:
+        Columns ``price``, ``long_debt``, ``short_debt`` (float64), one row per grid price in
+        the grid's order.
+    """
+    grid_arr = np.asarray(grid, dtype=np.float64).reshape(-1)
+    prices, debts, sides = [], [], []
+    for part in parts:
+        q0 = part.current_price
+        if not len(part) or not (math.isfinite(q0) and q0 > 0):
+            continue
+        prices.append(part.price * (reference / q0))
+        debts.append(part.debt_value)
+        sides.append(part.side)
+    long_debt = np.zeros(grid_arr.shape[0])
+    short_debt = np.zeros(grid_arr.shape[0])
+    if prices:
+        price = np.concatenate(prices)
+        debt = np.concatenate(debts)
+        side = np.concatenate(sides)
+        ok = np.isfinite(debt)
+        for sign, out in ((1, long_debt), (-1, short_debt)):
+            sel = ok & (side == sign)
+            order = np.argsort(price[sel], kind="stable")
+            p_sorted = price[sel][order]
+            cum = np.concatenate([[0.0], np.cumsum(debt[sel][order])])
+            if sign > 0:  # accounts priced >= p
+                out[:] = cum[-1] - cum[np.searchsorted(p_sorted, grid_arr, side="left")]
+            else:  # accounts priced <= p
+                out[:] = cum[np.searchsorted(p_sorted, grid_arr, side="right")]
+    return pd.DataFrame({"price": grid_arr, "long_debt": long_debt, "short_debt": short_debt})
+
+
+def liquidation_map(model: MarginModel, grid: np.ndarray | Sequence[float]) -> pd.DataFrame:
+    """The liquidation map of the exogenous asset (e.g. WETH) at the model's current state.
+
+    Every lending pool with a reserve of the asset, every CDP taking it as collateral and
+    every perp contract on it contribute (see :meth:`LendingPool.liquidation_prices`,
+    :meth:`CdpProtocol.liquidation_prices`, :meth:`PerpVenue.liquidation_prices`). The
+    reference price is the primary book's mid (last trade, then index, when it has none);
+    see :func:`liquidation_map_from_prices` for the columns.
+    """
+    asset = model.scenario.exogenous.asset
+    if model.primary_instrument >= 0:
+        reference = model.view.reference_price(model.primary_instrument)
+    else:
+        reference = model.index_price
+    return model.protocols_view.liquidation_map(asset, grid, reference)
 
 
 def core_reporters() -> dict[str, Reporter]:
@@ -257,6 +347,8 @@ class MetricsRecorder:
             reporters[f"amm_{pool.pool_id}_price"] = _AmmPrice(i)
         if getattr(model, "manipulator", None) is not None:
             reporters["manipulator_pnl"] = manipulator_pnl
+        if getattr(model, "hunters", None):
+            reporters["hunter_pnl"] = hunter_pnl
         groups: list[GroupReporter] = [_ProtocolMetrics("lending", n) for n in model.lending]
         groups += [_ProtocolMetrics("cdp", n) for n in model.cdps]
         groups += [_ProtocolMetrics("perp", n) for n in model.perps]

@@ -12,6 +12,8 @@ import pandas as pd
 from marginsim.agents.arbitrageur import Arbitrageur, SwapCall
 from marginsim.agents.base import OrderBatch, Trader, draw
 from marginsim.agents.fundamental import FundamentalTraders
+from marginsim.agents.hunter import ATTACK_COLUMNS as HUNT_COLUMNS
+from marginsim.agents.hunter import LiquidationHunter
 from marginsim.agents.liquidator import (
     BarkCall,
     FlashLiquidateCall,
@@ -20,7 +22,8 @@ from marginsim.agents.liquidator import (
     TakeCall,
 )
 from marginsim.agents.loopers import LendingAction, LendingActions, LendingLoopers
-from marginsim.agents.manipulator import ATTACK_COLUMNS, OracleManipulator, ThinBookMaker
+from marginsim.agents.manipulator import ATTACK_COLUMNS as ORACLE_ATTACK_COLUMNS
+from marginsim.agents.manipulator import OracleManipulator, ThinBookMaker
 from marginsim.agents.market_maker import MarketMaker, PerpMarketMaker
 from marginsim.agents.noise import NoiseTraders
 from marginsim.agents.perp_traders import PerpTraders
@@ -301,7 +304,10 @@ class MarginModel(mesa.Model):
         self.perp_of_instrument = {
             c: venue for venue in self.perps.values() for c in venue.instruments
         }
-        self.protocols_view = ProtocolsView(self.lending, self.cdps, self.perps)
+        perp_bases = {
+            k: ins.base for k, ins in enumerate(self.scenario.instruments) if ins.kind == "perp"
+        }
+        self.protocols_view = ProtocolsView(self.lending, self.cdps, self.perps, perp_bases)
 
     def _endow(self, first: int, count: int, symbol: str, amount: float) -> None:
         """Mint ``amount`` of ``symbol`` to each of ``count`` holders from ``first``.
@@ -385,6 +391,7 @@ class MarginModel(mesa.Model):
         self._build_loopers()
         self._build_manipulator()
         self._build_arbitrageurs()
+        self._build_hunter()
 
     def _build_arbitrageurs(self) -> None:
         """Arbitrageurs ``arbitrageur[k]``, each endowed with its base and quote capital.
@@ -511,6 +518,35 @@ class MarginModel(mesa.Model):
             collateral_is_index=cfg.collateral == sc.exogenous.asset,
         )
         self.traders.append(self.manipulator)
+
+    def _build_hunter(self) -> None:
+        """The liquidation hunters: individuals with their own wallets, among the traders.
+
+        Each acts in the shuffled order of the traders, like any trader.
+        """
+        sc, cfg = self.scenario, self.scenario.agents.liquidation_hunter
+        self.hunters: list[LiquidationHunter] = []
+        if not cfg.count:
+            return
+        ins_cfg = sc.instrument(cfg.instrument)
+        ins = self.instrument_index[ins_cfg.id]
+        spec = self.engine.specs[ins]
+        for k in range(cfg.count):
+            holder = self.ledger.add_holder(f"liquidation_hunter[{k}]")
+            for symbol, amount in cfg.capital.items():
+                self._endow(holder, 1, symbol, amount)
+            hunter = LiquidationHunter(
+                self,
+                cfg,
+                holder,
+                ins,
+                spec.base_asset,
+                spec.quote_asset,
+                ins_cfg.base,
+                self.protocols_view,
+            )
+            self.hunters.append(hunter)
+            self.traders.append(hunter)
 
     def _perp_margin(self, instrument: int, first: int, count: int, amount: float) -> PerpVenue:
         """Give accounts ``amount`` of settlement asset and deposit it on the venue."""
@@ -1045,10 +1081,11 @@ class MarginModel(mesa.Model):
 
         ``trades``, ``swaps``, ``shocks``, ``mints`` (every mint and burn, with its reason),
         ``liquidations`` (lending liquidations and CDP auction takes), ``bad_debt``,
-        ``flash_loans``, ``auctions``, ``holders`` and, with an oracle manipulator,
-        ``attacks`` (:data:`~marginsim.agents.manipulator.ATTACK_COLUMNS`). Holder ids in
-        the other tables (buyer, seller, holder, account, liquidator) resolve to names
-        through ``holders`` (``holder``, ``name``).
+        ``flash_loans``, ``auctions``, ``holders``, with an oracle manipulator
+        ``oracle_attacks`` (:data:`~marginsim.agents.manipulator.ATTACK_COLUMNS`) and with
+        liquidation hunters ``hunter_attacks``. Holder ids in the other tables (buyer,
+        seller, holder, account, liquidator) resolve to names through ``holders``
+        (``holder``, ``name``).
         """
         journal = self.ledger.journal
         mints = pd.DataFrame(
@@ -1091,10 +1128,15 @@ class MarginModel(mesa.Model):
                 }
             ),
         }
+        # Adversaries' tables exist only in runs that have them.
+        if self.hunters:
+            tables["hunter_attacks"] = _concat(
+                [h.attacks_frame() for h in self.hunters], HUNT_COLUMNS
+            )
         if self.manipulator is not None:
-            tables["attacks"] = pd.DataFrame(
-                self.manipulator.rows, columns=list(ATTACK_COLUMNS)
-            ).astype(ATTACK_COLUMNS)
+            tables["oracle_attacks"] = pd.DataFrame(
+                self.manipulator.rows, columns=list(ORACLE_ATTACK_COLUMNS)
+            ).astype(ORACLE_ATTACK_COLUMNS)
         return tables
 
 

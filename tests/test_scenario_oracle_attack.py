@@ -29,7 +29,7 @@ def twap_run():
 
 def test_mid_oracle_attack_leaves_bad_debt_and_profits(mid_run):
     metrics, events = mid_run
-    attacks = events["attacks"]
+    attacks = events["oracle_attacks"]
     assert len(attacks) == 1
     row = attacks.iloc[0]
     assert row["pumped_price"] >= 2.5 and row["oracle_price"] >= 2.5
@@ -42,8 +42,8 @@ def test_mid_oracle_attack_leaves_bad_debt_and_profits(mid_run):
 
 def test_twap_oracle_makes_the_same_attack_borrow_less_and_lose(mid_run, twap_run):
     metrics, events = twap_run
-    row = events["attacks"].iloc[0]
+    row = events["oracle_attacks"].iloc[0]
     assert row["oracle_price"] < 1.1
-    assert row["borrowed"] < 0.5 * mid_run[1]["attacks"].iloc[0]["borrowed"]
+    assert row["borrowed"] < 0.5 * mid_run[1]["oracle_attacks"].iloc[0]["borrowed"]
     assert events["bad_debt"].empty
     assert metrics["manipulator_pnl"].iloc[-1] < 0

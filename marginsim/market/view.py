@@ -112,6 +112,10 @@ class MarketView:
         """``(filled_lots, quote_units, average_price)`` of a market order, book unchanged."""
         return self._engine.market_order_cost(instrument, side, qty_lots)
 
+    def l2(self, instrument: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``n`` levels per side, ``(bids, asks)`` of ``[price_ticks, qty_lots]`` rows."""
+        return self._engine.l2(instrument, n)
+
     def reference_price(self, instrument: int) -> float:
         """Mid if the book has both sides, else last trade, else the index."""
         for price in (self.mid_price(instrument), self.last_price(instrument)):

@@ -106,7 +106,7 @@ import pandas as pd
 
 from marginsim.config import CdpConfig
 from marginsim.ledger import Ledger
-from marginsim.protocols.events import LIQUIDATION_COLUMNS
+from marginsim.protocols.events import LIQUIDATION_COLUMNS, LiquidationPrices
 
 __all__ = [
     "SECONDS_PER_YEAR",
@@ -749,6 +749,33 @@ class CdpProtocol:
         idx = np.flatnonzero(unsafe)
         return UnsafeVaults(
             self._owner[idx].copy(), value[idx] / debt[idx], debt[idx].copy(), ink[idx].copy()
+        )
+
+    def liquidation_prices(self) -> LiquidationPrices:
+        """Collateral price at which each vault with debt becomes unsafe (vectorised).
+
+        A vault is unsafe below ``p = liquidation_ratio * debt / collateral`` (per whole
+        token, stablecoin per collateral); every vault is a long (side +1). The debt value is
+        its booked debt in human stablecoin units, the stablecoin counted at 1. A vault with
+        debt and no collateral is listed at ``inf``.
+        """
+        price = self.oracle_price()
+        current = _NAN if price is None else price
+        n = self._n
+        ink, debt = self._ink[:n], self._debt[:n]
+        keep = debt > 0
+        if not keep.any():
+            return LiquidationPrices.empty(current)
+        ink_k = ink[keep].astype(np.float64)
+        debt_k = debt[keep].astype(np.float64)
+        with np.errstate(divide="ignore"):
+            liq = self.config.liquidation_ratio * debt_k * self._div / (ink_k * self._mul)
+        return LiquidationPrices(
+            holder=self._owner[:n][keep].copy(),
+            price=liq,
+            debt_value=debt_k / 10.0**self._ds,
+            side=np.ones(liq.shape[0], dtype=np.int64),
+            current_price=current,
         )
 
     # ================================================================ auctions

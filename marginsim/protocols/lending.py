@@ -83,7 +83,7 @@ import pandas as pd
 
 from marginsim.config import LendingConfig, RateModelConfig
 from marginsim.ledger import AssetSpec, Ledger
-from marginsim.protocols.events import LIQUIDATION_COLUMNS
+from marginsim.protocols.events import LIQUIDATION_COLUMNS, LiquidationPrices
 
 __all__ = [
     "RAY",
@@ -1510,6 +1510,79 @@ class LendingPool:
             collateral_value=coll[pick],
             debt_asset=np.where(big_d >= 0, self._asset_ids[np.maximum(big_d, 0)], -1),
             collateral_asset=np.where(big_c >= 0, self._asset_ids[np.maximum(big_c, 0)], -1),
+        )
+
+    def liquidation_prices(self, symbol: str) -> LiquidationPrices:
+        """Price of ``symbol`` at which each registered account becomes liquidatable.
+
+        One vectorised read of the receipt and debt balances. **Approximation:** only the
+        price of ``symbol`` moves; every other reserve is held at its current price (exact
+        for the usual one-volatile-collateral account, e.g. WETH against stablecoin debt).
+        With ``c`` the collateral in ``symbol`` (whole tokens) times its liquidation
+        threshold, ``d`` the debt in ``symbol``, ``A`` the threshold-weighted value of the
+        other collateral and ``D`` the value of the other debt, the health factor is below 1
+        when ``p * (c - d) < D - A``:
+
+        * ``c > d`` (net long the asset): liquidatable at ``p <= (D - A) / (c - d)``
+          (side +1; listed only when that price is positive);
+        * ``c < d`` (net short, e.g. WETH debt against stablecoin collateral): liquidatable
+          at ``p >= (A - D) / (d - c)`` (side -1; ``0`` when it already is at any price);
+        * ``c = d``: the price does not matter (listed at ``inf`` on the long side when
+          already liquidatable).
+
+        The debt value is taken at the liquidation price, ``d * p + D``. Accounts holding an
+        asset without a price are left out. A float64 scan, like :meth:`liquidatable`.
+
+        Args:
+            symbol: The volatile reserve.
+
+        Returns:
+            The accounts at risk, in registration order.
+
+        Raises:
+            KeyError: If the pool has no such reserve.
+        """
+        res = self._by_symbol[symbol]
+        p0 = self._price(res)
+        current = math.nan if p0 is None else p0
+        ids = self._accounts[: self._n_accounts]
+        if ids.size == 0 or p0 is None:
+            return LiquidationPrices.empty(current)
+        balances = self.ledger.balances
+        coll_unit, debt_unit = self._unit_values()
+        scaled_coll = balances[np.ix_(ids, self._receipt_cols)].astype(np.float64)
+        scaled_debt = balances[np.ix_(ids, self._debt_cols)].astype(np.float64)
+        r = res.index
+        weighted = coll_unit * self._threshold
+        with np.errstate(invalid="ignore"):
+            # Zero balances contribute 0 even where a price is missing (0 * NaN would not).
+            coll_values = np.where(
+                (scaled_coll > 0) & (self._threshold > 0), scaled_coll * weighted, 0.0
+            )
+            debt_values = np.where(scaled_debt > 0, scaled_debt * debt_unit, 0.0)
+        other = np.ones(len(self.reserves), dtype=bool)
+        other[r] = False
+        a_other = coll_values[:, other].sum(axis=1)
+        d_other = debt_values[:, other].sum(axis=1)
+        c = coll_values[:, r] / p0  # threshold-weighted tokens of ``symbol``
+        d = debt_values[:, r] / p0  # tokens of ``symbol`` owed
+        k = c - d
+        rhs = d_other - a_other
+        with np.errstate(divide="ignore", invalid="ignore"):
+            price = np.where(k != 0.0, rhs / np.where(k != 0.0, k, 1.0), np.inf)
+        finite_inputs = np.isfinite(a_other) & np.isfinite(d_other) & np.isfinite(k)
+        long_ = finite_inputs & (((k > 0) & (price > 0)) | ((k == 0) & (rhs > 0)))
+        short = finite_inputs & (k < 0) & (d > 0)
+        price = np.where(short & (price < 0), 0.0, price)
+        keep = long_ | short
+        p = price[keep]
+        debt_at = d_other[keep] + np.where(d[keep] > 0, d[keep] * np.where(np.isinf(p), 0, p), 0)
+        return LiquidationPrices(
+            holder=ids[keep].copy(),
+            price=p,
+            debt_value=debt_at,
+            side=np.where(long_[keep], 1, -1).astype(np.int64),
+            current_price=current,
         )
 
     # ------------------------------------------------------------------------------- liquidation

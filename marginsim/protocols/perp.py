@@ -154,7 +154,7 @@ import pandas as pd
 from marginsim.config import MarginTierConfig, PerpConfig
 from marginsim.ledger import Ledger
 from marginsim.market.engine import MAX_PRICE_TICKS, BookSpec, OrderKind
-from marginsim.protocols.events import LIQUIDATION_COLUMNS
+from marginsim.protocols.events import LIQUIDATION_COLUMNS, LiquidationPrices
 from marginsim.protocols.lending import PriceFeed
 
 __all__ = [
@@ -1031,6 +1031,63 @@ class PerpVenue:
         have = slots >= 0
         out[have] = self._size[slots[have], k]
         return out
+
+    def liquidation_prices(self, instrument: int | str) -> LiquidationPrices:
+        """Mark price at which each open position in a contract is liquidated (vectorised).
+
+        Solves :func:`liquidation_price` for all accounts at once: an isolated position with
+        its isolated margin; a cross account with its wallet, its isolated margins and the
+        unrealised PnL of its other positions at the current marks (**approximation:** the
+        other contracts' marks stay where they are and their maintenance is ignored). Longs
+        (side +1) are liquidated at or below the price, shorts (-1) at or above; a long that
+        no positive price liquidates is left out.
+
+        The debt value is the borrowed part of the position: for a long the quote borrowed,
+        entry notional minus margin (at least 0); for a short the value of the base borrowed
+        at the liquidation price, ``|size| * p``. Settlement human units.
+        """
+        k = self._contract(instrument)
+        mark = float(self._mark[k])
+        current = mark if math.isfinite(mark) and mark > 0 else math.nan
+        n = self._n
+        size_lots = self._size[:n, k]
+        rows = np.flatnonzero(size_lots != 0)
+        if rows.size == 0:
+            return LiquidationPrices.empty(current)
+        u = float(self.unit)
+        size = size_lots[rows].astype(np.float64) * float(self._lot[k])  # base, signed
+        cost = self._cost[rows, k].astype(np.float64) / u  # signed entry notional
+        iso = self._isolated[rows]
+        # Unrealised PnL of the account's other contracts, settlement units.
+        marks = np.where(np.isfinite(self._mark), self._mark, 0.0)
+        upnl_all = self._size[rows].astype(np.float64) * marks * self._vpl - self._cost[rows]
+        upnl_all = np.where(self._size[rows] != 0, upnl_all, 0.0)
+        upnl_other = upnl_all.sum(axis=1) - upnl_all[:, k]
+        cross_margin = self._wallet[rows] + self._iso[rows].sum(axis=1) + upnl_other
+        margin = np.where(iso, self._iso[rows, k], cross_margin).astype(np.float64) / u
+        qty = np.abs(size)
+        caps = np.array(self.tiers.caps, dtype=np.float64)
+        lower = np.concatenate([[-np.inf], caps[:-1]])
+        price = np.zeros(rows.size, dtype=np.float64)
+        found = np.zeros(rows.size, dtype=bool)
+        for i in range(caps.shape[0]):
+            denom = qty * self.tiers.rates[i] - size
+            with np.errstate(divide="ignore", invalid="ignore"):
+                p_i = (margin + self.tiers.amounts[i] - cost) / denom
+            notional = qty * p_i
+            ok = ~found & (p_i > 0) & (notional <= caps[i]) & (notional > lower[i])
+            price[ok] = p_i[ok]
+            found |= ok
+        long_ = size > 0
+        keep = found | ~long_
+        debt = np.where(long_, np.maximum(cost - margin, 0.0), qty * price)
+        return LiquidationPrices(
+            holder=self._holder[rows][keep].copy(),
+            price=price[keep],
+            debt_value=debt[keep],
+            side=np.where(long_[keep], 1, -1).astype(np.int64),
+            current_price=current,
+        )
 
     def positions_sum(self) -> np.ndarray:
         """Sum of all positions (accounts and the liquidation engine) per contract, lots."""

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from marginsim.metrics import liquidation_map_from_prices
+
 if TYPE_CHECKING:
+    import pandas as pd
+
     from marginsim.protocols.cdp import AuctionState, CdpProtocol, UnsafeVaults
+    from marginsim.protocols.events import LiquidationPrices
     from marginsim.protocols.lending import LendingPool, LiquidatableAccounts, ReserveInfo
     from marginsim.protocols.perp import PerpVenue
 
@@ -23,6 +29,9 @@ class ProtocolsView:
     Args:
         lending: Lending pools by name.
         cdps: CDP protocols by name.
+        perps: Perp venues by name.
+        perp_bases: Base asset symbol of each perp contract (engine instrument index), for
+            the liquidation map.
     """
 
     def __init__(
@@ -30,10 +39,12 @@ class ProtocolsView:
         lending: dict[str, LendingPool],
         cdps: dict[str, CdpProtocol],
         perps: dict[str, PerpVenue] | None = None,
+        perp_bases: Mapping[int, str] | None = None,
     ) -> None:
         self._lending = lending
         self._cdps = cdps
         self._perps = perps or {}
+        self._perp_bases = dict(perp_bases or {})
 
     @property
     def lending_names(self) -> tuple[str, ...]:
@@ -140,3 +151,30 @@ class ProtocolsView:
         """Mark price of a perp contract (``None`` before the venue has an index)."""
         mark = self._perps[venue].mark_price(instrument)
         return None if mark is None or not mark > 0 else float(mark)
+
+    # ---------------------------------------------------------------- liquidation map
+    def liquidation_prices(self, symbol: str) -> list[LiquidationPrices]:
+        """Per-protocol liquidation prices of ``symbol``, one scan per protocol.
+
+        Lending pools with a ``symbol`` reserve, CDPs taking it as collateral and perp
+        contracts on it (each a read-only vectorised scan).
+        """
+        out = [p.liquidation_prices(symbol) for p in self._lending.values() if symbol in p.symbols]
+        for cdp in self._cdps.values():
+            if cdp.config.collateral == symbol:
+                out.append(cdp.liquidation_prices())
+        for venue in self._perps.values():
+            for instrument in venue.instruments.tolist():
+                if self._perp_bases.get(int(instrument)) == symbol:
+                    out.append(venue.liquidation_prices(int(instrument)))
+        return out
+
+    def liquidation_map(
+        self, symbol: str, grid: np.ndarray | Sequence[float], reference: float
+    ) -> pd.DataFrame:
+        """The public liquidation map of ``symbol`` on ``grid``.
+
+        Columns price, long_debt, short_debt; ``reference`` is the price now on the grid's
+        axis (see :func:`marginsim.metrics.liquidation_map_from_prices`).
+        """
+        return liquidation_map_from_prices(self.liquidation_prices(symbol), grid, reference)

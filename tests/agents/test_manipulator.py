@@ -66,7 +66,7 @@ def test_budget_too_small_means_no_attack():
     for _ in range(35):
         m.step()
     assert m.manipulator.state == "waiting"
-    assert m.event_tables()["attacks"].empty
+    assert m.event_tables()["oracle_attacks"].empty
 
 
 def test_auto_timing_attacks_when_it_pays():
