@@ -16,7 +16,6 @@ from marginsim.agents.hunter import ATTACK_COLUMNS as HUNT_COLUMNS
 from marginsim.agents.hunter import LiquidationHunter
 from marginsim.agents.liquidator import (
     BarkCall,
-    FlashLiquidateCall,
     LiquidateCall,
     Liquidator,
     TakeCall,
@@ -976,14 +975,14 @@ class MarginModel(mesa.Model):
     def _execute(
         self,
         liquidator: Liquidator,
-        call: LiquidateCall | FlashLiquidateCall | BarkCall | TakeCall,
+        call: LiquidateCall | BarkCall | TakeCall,
     ) -> int:
         """Route one liquidator call to its protocol and sell what it seized.
 
         Returns 1 for a liquidation or an auction take, else 0 (a bark only starts an
         auction; a refused call, or a flash loan that could not be repaid, changes nothing).
         """
-        if isinstance(call, LiquidateCall | FlashLiquidateCall):
+        if isinstance(call, LiquidateCall):
             pool = self.lending[call.protocol]
             collateral_asset = pool.reserve(call.collateral_symbol).asset
 
@@ -1002,7 +1001,7 @@ class MarginModel(mesa.Model):
                         liquidator.after(self.view, collateral_asset, result.liquidator_received)
                     )
 
-            if isinstance(call, LiquidateCall):
+            if not call.flash:
                 try:
                     liquidate_and_sell()
                 except _Refused:

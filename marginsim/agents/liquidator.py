@@ -20,26 +20,16 @@ if TYPE_CHECKING:
     from marginsim.protocols.lending import LiquidatableAccounts
     from marginsim.protocols.view import ProtocolsView
 
-__all__ = ["BarkCall", "FlashLiquidateCall", "LiquidateCall", "Liquidator", "TakeCall"]
+__all__ = ["BarkCall", "LiquidateCall", "Liquidator", "TakeCall"]
 
 
 @dataclasses.dataclass(frozen=True)
 class LiquidateCall:
-    """Ask lending pool ``protocol`` to liquidate ``account`` (repay up to ``repay_units``)."""
+    """Ask lending pool ``protocol`` to liquidate ``account`` (repay up to ``repay_units``).
 
-    protocol: str
-    account: int
-    debt_symbol: str
-    collateral_symbol: str
-    repay_units: int
-
-
-@dataclasses.dataclass(frozen=True)
-class FlashLiquidateCall:
-    """Liquidate with borrowed funds, in one atomic action.
-
-    Flash-borrow ``repay_units`` of the debt asset from ``protocol``, liquidate, sell the
-    collateral for the debt asset, repay the loan and its fee.
+    With ``flash`` the bot has no capital for it: the model flash-borrows ``repay_units`` of
+    the debt asset from the same pool, liquidates, sells the collateral for the debt asset
+    and repays the loan and its fee, all in one atomic action.
     """
 
     protocol: str
@@ -47,6 +37,7 @@ class FlashLiquidateCall:
     debt_symbol: str
     collateral_symbol: str
     repay_units: int
+    flash: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +58,7 @@ class TakeCall:
     max_price: float
 
 
-Call = LiquidateCall | FlashLiquidateCall | BarkCall | TakeCall
+Call = LiquidateCall | BarkCall | TakeCall
 
 #: How many times a bot halves a liquidation that the book cannot absorb at a profit.
 _SIZE_HALVINGS = 8
@@ -161,7 +152,7 @@ class Liquidator(Trader):
         pool: str,
         accounts: LiquidatableAccounts,
         i: int,
-    ) -> LiquidateCall | FlashLiquidateCall | None:
+    ) -> LiquidateCall | None:
         collateral_asset = int(accounts.collateral_asset[i])
         if collateral_asset < 0:
             return None
@@ -179,7 +170,7 @@ class Liquidator(Trader):
         if not p_debt or not p_coll:
             return None
         cost = 1.0  # what one unit repaid costs the bot (more with a flash-loan fee)
-        make: type[LiquidateCall] | type[FlashLiquidateCall] = LiquidateCall
+        flash = False
         fee = protocols.flash_loan_fee(pool) if self.config.uses_flash_loans else None
         if repay <= 0 and fee is not None and allowed > 0:
             # No capital: borrow the debt asset for one atomic action. The loan is repaid
@@ -187,14 +178,14 @@ class Liquidator(Trader):
             if view.spot_instrument(collateral.asset, debt.asset) is None:
                 return None
             repay = min(allowed, protocols.available_units(pool, debt_symbol))
-            cost, make = 1.0 + fee, FlashLiquidateCall
+            cost, flash = 1.0 + fee, True
         if repay <= 0:
             return None
         if not self.config.sell_collateral:  # a flash loan is repaid only from the sale
             return (
-                LiquidateCall(pool, account, debt_symbol, collateral_symbol, repay)
-                if (make is LiquidateCall)
-                else None
+                None
+                if flash
+                else LiquidateCall(pool, account, debt_symbol, collateral_symbol, repay)
             )
         # Size the repay to what the book can absorb at a profit: halve it until the sale of
         # the collateral received covers the repay value. The bot receives the repay value
@@ -208,7 +199,7 @@ class Liquidator(Trader):
             if proceeds is not None and proceeds >= repay_value * cost * (
                 1 + self.config.min_profit
             ):
-                return make(pool, account, debt_symbol, collateral_symbol, repay)
+                return LiquidateCall(pool, account, debt_symbol, collateral_symbol, repay, flash)
             repay //= 2
             if repay <= 0:
                 break
