@@ -299,10 +299,14 @@ class MarginModel(mesa.Model):
                     if ins.kind == "perp" and ins.venue == name
                 ]
                 self.perps[name] = PerpVenue(self.ledger, name, cfg, contracts, prices, self.engine)
-        # Engine instrument index -> the perp venue that margins it.
+        # Engine instrument index -> the perp venue that margins it (and, as an array for
+        # the hot path of _submit, its position among the venues, -1 for spot books).
         self.perp_of_instrument = {
             c: venue for venue in self.perps.values() for c in venue.instruments
         }
+        self._venue_of_instrument = np.full(len(self.engine.specs), -1, dtype=np.int64)
+        for v, venue in enumerate(self.perps.values()):
+            self._venue_of_instrument[venue.instruments] = v
         perp_bases = {
             k: ins.base for k, ins in enumerate(self.scenario.instruments) if ins.kind == "perp"
         }
@@ -739,12 +743,14 @@ class MarginModel(mesa.Model):
                 batch.order_ref,
             )
         keep = np.ones(n, dtype=bool)
-        if not margin_checked:
-            for venue in self.perps.values():
-                rows = np.flatnonzero(
-                    np.isin(batch.instrument, venue.instruments)
-                    & (batch.kind != int(OrderKind.CANCEL))
-                )
+        table = self._venue_of_instrument
+        known = (batch.instrument >= 0) & (batch.instrument < table.shape[0])
+        # An unknown instrument is not a perp: the engine rejects it with its reason.
+        venue_of = np.where(known, table[np.where(known, batch.instrument, 0)], -1)
+        if not margin_checked and (venue_of >= 0).any():
+            is_order = batch.kind != int(OrderKind.CANCEL)
+            for v, venue in enumerate(self.perps.values()):
+                rows = np.flatnonzero((venue_of == v) & is_order)
                 if rows.size:
                     ok, _ = venue.check_orders(
                         batch.instrument[rows],
@@ -766,7 +772,7 @@ class MarginModel(mesa.Model):
             batch.account[sent],
             batch.order_ref[sent],
         )
-        if self.engine.n_trades > start:
+        if self.engine.n_trades > start and (venue_of >= 0).any():
             tape = self.engine.trade_arrays(start)
             for venue in self.perps.values():
                 venue.apply_tape(tape)

@@ -80,14 +80,24 @@ class OrderBatch:
         account: int | np.ndarray,
         order_ref: int | np.ndarray = 0,
     ) -> OrderBatch:
-        """Broadcast scalars and arrays into one batch of int64 arrays."""
-        arrays = np.broadcast_arrays(
-            *(
-                np.asarray(x, dtype=np.int64)
-                for x in (instrument, side, kind, price_ticks, qty_lots, account, order_ref)
-            )
+        """Broadcast scalars and arrays into one batch of int64 arrays.
+
+        Raises:
+            ValueError: If two array arguments differ in length.
+        """
+        columns = [
+            np.asarray(x, dtype=np.int64).reshape(-1) if np.ndim(x) else x
+            for x in (instrument, side, kind, price_ticks, qty_lots, account, order_ref)
+        ]
+        lengths = {c.shape[0] for c in columns if isinstance(c, np.ndarray)}
+        if len(lengths) > 1:
+            raise ValueError(f"order batch arrays must have equal lengths, got {sorted(lengths)}")
+        n = lengths.pop() if lengths else 1
+        # np.full for scalars is several times cheaper than np.broadcast_arrays, and batches
+        # are built for every agent activation.
+        return cls(
+            *(c if isinstance(c, np.ndarray) else np.full(n, c, dtype=np.int64) for c in columns)
         )
-        return cls(*(np.ascontiguousarray(a).reshape(-1) for a in arrays))
 
     @classmethod
     def concat(cls, batches: list[OrderBatch]) -> OrderBatch:

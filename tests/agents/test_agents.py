@@ -4,6 +4,7 @@ import math
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from marginsim.agents.base import OrderBatch, RestingOrders, draw
 from marginsim.agents.liquidator import LiquidateCall, Liquidator, TakeCall
@@ -236,3 +237,10 @@ def test_keeper_takes_an_auction_only_below_what_the_book_pays():
     auction.price = 2100.0
     assert list(bot.plan(view, Cdps(0, 1.0))) == []
     assert math.isclose(auction.price, 2100.0)
+
+
+def test_order_batch_build_refuses_arrays_of_different_lengths():
+    with pytest.raises(ValueError, match=r"equal lengths, got \[2, 3\]"):
+        OrderBatch.build(0, 1, int(OrderKind.LIMIT), np.array([5, 6]), np.array([1, 2, 3]), 9)
+    single = OrderBatch.build(0, -1, int(OrderKind.MARKET), 0, 7, 4)
+    assert len(single) == 1 and single.qty_lots.tolist() == [7]
