@@ -682,6 +682,8 @@ class MarketMakersConfig(_Frozen):
             see :mod:`marginsim.agents.market_maker`.
         withdraw_on_volatility: Realised/calm volatility ratio above which the maker pulls
             its quotes.
+        withdraw_speed: Share of its ladder a stressed maker pulls per step (and puts back
+            per calm step): 1 pulls everything at once, 0.25 thins the book over four steps.
     """
 
     count: int = Field(default=0, ge=0, le=10_000)
@@ -697,6 +699,7 @@ class MarketMakersConfig(_Frozen):
     volatility_window_steps: int = Field(default=30, ge=2)
     vol_widening: NonNegFloat = 1.0
     withdraw_on_volatility: PositiveFloat = 3.0
+    withdraw_speed: Annotated[float, Field(gt=0, le=1)] = 1.0
 
 
 class PerpMarketMakersConfig(MarketMakersConfig):

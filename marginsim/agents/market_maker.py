@@ -29,8 +29,10 @@ class MarketMaker(Trader):
     reservation price, in relative form). The half-spread widens with realised volatility
     ``rv`` (standard deviation of the maker's observed log returns over
     ``volatility_window_steps``) against the calm per-step volatility ``cv``:
-    ``h = half_spread * (1 + vol_widening * max(0, rv / cv - 1))``, and when ``rv / cv``
-    exceeds ``withdraw_on_volatility`` the maker posts nothing: depth vanishes in a crash.
+    ``h = half_spread * (1 + vol_widening * max(0, rv / cv - 1))``. While ``rv / cv`` exceeds
+    ``withdraw_on_volatility`` the maker quotes ``withdraw_speed`` less of its ladder each step
+    (all of it at once with the default 1), so depth vanishes in a crash, and it comes back
+    at the same speed once volatility calms.
     Level ``k`` (0-based) sits at ``f * (1 +- (h + k * level_spacing) - inventory shift)``
     with ``level_size`` each, scaled down to what the maker's wallet can fund.
 
@@ -70,6 +72,8 @@ class MarketMaker(Trader):
         #: Step from which a liquidity-withdrawal shock no longer applies.
         self.restore_step = 0
         self.withdrawn = False
+        #: Share of the ladder quoted under volatility stress (1 calm, 0 fully withdrawn).
+        self.stress_share = 1.0
 
     def withdraw(self) -> OrderBatch:
         """Cancel every live quote (run before :meth:`act` so escrowed funds come back)."""
@@ -91,12 +95,15 @@ class MarketMaker(Trader):
         fair = w * view.index_price + (1.0 - w) * view.reference_price(ins)
         self.observed.append(fair)
         ratio = self.realised_volatility() / self.calm_volatility
-        self.withdrawn = ratio > cfg.withdraw_on_volatility
+        # Under stress the quoted share falls by withdraw_speed per step, and recovers as fast.
+        step = cfg.withdraw_speed if ratio > cfg.withdraw_on_volatility else -cfg.withdraw_speed
+        self.stress_share = min(1.0, max(0.0, self.stress_share - step))
+        self.withdrawn = self.stress_share <= 1e-12
         if self.withdrawn or self.size_factor <= 0:
             return OrderBatch.empty()
         half = cfg.half_spread * (1.0 + cfg.vol_widening * max(0.0, ratio - 1.0))
         lot, tick = view.lot(ins), view.tick(ins)
-        lots = max(int(cfg.level_size * self.size_factor / lot), 0)
+        lots = max(int(cfg.level_size * self.size_factor * self.stress_share / lot), 0)
         if lots == 0:
             return OrderBatch.empty()
         imbalance = self.inventory_imbalance(view, fair)

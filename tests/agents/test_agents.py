@@ -244,3 +244,23 @@ def test_order_batch_build_refuses_arrays_of_different_lengths():
         OrderBatch.build(0, 1, int(OrderKind.LIMIT), np.array([5, 6]), np.array([1, 2, 3]), 9)
     single = OrderBatch.build(0, -1, int(OrderKind.MARKET), 0, 7, 4)
     assert len(single) == 1 and single.qty_lots.tolist() == [7]
+
+
+def test_market_maker_pulls_its_ladder_at_withdraw_speed_and_returns_as_fast():
+    mm = maker(
+        levels=1,
+        level_size=1.0,
+        withdraw_on_volatility=3.0,
+        withdraw_speed=0.5,
+        fair_value_weight=1.0,
+        volatility_window_steps=2,
+    )
+    view = FakeView(balances={(7, 1): 10 * 10**9, (7, 0): 20_000 * 10**6})
+    sizes = []
+    for price in (2000.0, 2000.0, 2000.0, 1900.0, 1900.0, 1900.0, 1900.0):
+        view.index_price = price
+        batch = mm.act(view)
+        sizes.append(int(batch.qty_lots[0]) if len(batch) else 0)
+    # Calm; the 5% jump is in the 2-return window for two steps: half the ladder, then none;
+    # once it has left the window the ladder comes back half a ladder per step.
+    assert sizes == [1000, 1000, 1000, 500, 0, 500, 1000]
