@@ -829,7 +829,9 @@ class LiquidatorsConfig(_Frozen):
         count: Number of bots.
         capital: Starting wallet of each bot, by asset symbol, in human units.
         min_profit: Least expected profit, relative to the value repaid, to act.
-        sell_collateral: Sell seized collateral on the book at once (``true``) or keep it.
+        sell_collateral: Sell seized collateral on the book (``true``) or keep it.
+        sell_over_steps: Sell it at once (1) or in equal slices over this many steps (a
+            flash-loan liquidation always sells at once: the loan is repaid from the sale).
         max_actions_per_round: Liquidations or takes one bot makes in one round.
         max_candidates: Liquidatable accounts per pool one bot evaluates in a round, largest
             debt first (bots watch the big ones; this bounds a round's work when thousands
@@ -846,6 +848,7 @@ class LiquidatorsConfig(_Frozen):
     capital: dict[str, NonNegFloat] = Field(default_factory=lambda: {"USDC": 500_000.0})
     min_profit: Annotated[float, Field(ge=-1, lt=1)] = 0.0
     sell_collateral: bool = True
+    sell_over_steps: int = Field(default=1, ge=1, le=10_000)
     max_actions_per_round: int = Field(default=20, ge=1)
     max_candidates: int = Field(default=50, ge=1)
     uses_flash_loans: bool = False

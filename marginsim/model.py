@@ -812,6 +812,12 @@ class MarginModel(mesa.Model):
             batch = trader.act(self.view)
             order_id, status, _, resting = self._submit(batch)
             trader.on_results(batch, order_id, status, resting)
+        # Liquidation bots that sell seized collateral gradually sell this step's slices
+        # after the traders (they are not in the shuffle, so runs without gradual selling
+        # keep their activation order).
+        for bot in self.liquidators:
+            if bot.tranches:
+                self._submit(bot.act(self.view))
 
     def _activate_arbitrageur(self, trader: Arbitrageur) -> None:
         """An arbitrageur's turn: its book orders first, then its swaps into the pool."""
@@ -1004,7 +1010,9 @@ class MarginModel(mesa.Model):
                     raise _Refused(result.reason)
                 if not result.received_receipt:
                     self._submit(
-                        liquidator.after(self.view, collateral_asset, result.liquidator_received)
+                        liquidator.after(
+                            self.view, collateral_asset, result.liquidator_received, call.flash
+                        )
                     )
 
             if not call.flash:

@@ -83,7 +83,9 @@ class Liquidator(Trader):
 
     After each success :meth:`after` returns the market order that sells the seized
     collateral on the book (``sell_collateral``), which moves the price the next accounts'
-    health depends on: that is how a cascade propagates.
+    health depends on: that is how a cascade propagates. With ``sell_over_steps > 1`` the
+    bot instead sells it in equal slices in its next agents phases (:meth:`act`), which
+    spreads the price impact over time (and leaves it holding inventory through the fall).
 
     Args:
         model: The model.
@@ -99,10 +101,19 @@ class Liquidator(Trader):
         self.takes = 0
         #: Priority fee per call, ledger units of the gas asset (set by the model).
         self.gas_bid_units = 0
+        #: Collateral being sold gradually: [asset, units left, steps left] per liquidation.
+        self.tranches: list[list[int]] = []
 
     def act(self, view: MarketView) -> OrderBatch:
-        """Liquidators do not trade in the agents phase."""
-        return OrderBatch.empty()
+        """This step's slices of the collateral it sells gradually (``sell_over_steps``)."""
+        orders = []
+        for tranche in self.tranches:
+            asset, left, steps_left = tranche
+            units = left if steps_left <= 1 else left // steps_left
+            tranche[1], tranche[2] = left - units, steps_left - 1
+            orders.append(self._market_sale(view, asset, units))
+        self.tranches = [t for t in self.tranches if t[1] > 0 and t[2] > 0]
+        return OrderBatch.concat(orders)
 
     def _wallet(self, view: MarketView, asset: int) -> int:
         return int(view.balances(np.array([self.holder]), asset)[0])
@@ -228,10 +239,21 @@ class Liquidator(Trader):
                 return None
         return TakeCall(cdp, int(auction.auction_id), units, price)
 
-    def after(self, view: MarketView, asset: int, units: int) -> OrderBatch:
-        """The market sale of ``units`` of seized ``asset`` (empty when kept or unsellable)."""
+    def after(self, view: MarketView, asset: int, units: int, at_once: bool = False) -> OrderBatch:
+        """What to sell now of ``units`` of seized ``asset``.
+
+        Everything at market with ``sell_over_steps = 1`` (or ``at_once``, as a flash loan
+        needs); otherwise nothing now, and equal slices in the next ``sell_over_steps``
+        agents phases (:meth:`act`). Empty when the bot keeps collateral.
+        """
         if not self.config.sell_collateral or units <= 0:
             return OrderBatch.empty()
+        if self.config.sell_over_steps > 1 and not at_once:
+            self.tranches.append([asset, int(units), self.config.sell_over_steps])
+            return OrderBatch.empty()
+        return self._market_sale(view, asset, units)
+
+    def _market_sale(self, view: MarketView, asset: int, units: int) -> OrderBatch:
         ins = view.spot_instrument(asset)
         if ins is None:
             return OrderBatch.empty()

@@ -264,3 +264,31 @@ def test_market_maker_pulls_its_ladder_at_withdraw_speed_and_returns_as_fast():
     # Calm; the 5% jump is in the 2-return window for two steps: half the ladder, then none;
     # once it has left the window the ladder comes back half a ladder per step.
     assert sizes == [1000, 1000, 1000, 500, 0, 500, 1000]
+
+
+def test_liquidator_sells_seized_collateral_in_equal_slices_when_gradual():
+    bot = liquidator(sell_over_steps=4)
+    view = FakeView()
+    # 4.0005 WETH seized: nothing now, then 1.000125 WETH a step for four steps, each sold
+    # as whole lots (1,000); the sub-lot remainder stays in the wallet as dust.
+    assert len(bot.after(view, 1, 4_000_500_000)) == 0
+    sold = [bot.act(view).qty_lots.tolist() for _ in range(5)]
+    assert sold == [[1000], [1000], [1000], [1000], []]
+    assert bot.tranches == []
+    # A flash-loan liquidation must sell at once.
+    assert bot.after(view, 1, 2_000_000_000, at_once=True).qty_lots.tolist() == [2000]
+
+
+def test_gradual_selling_spreads_the_price_impact_of_liquidations():
+    from marginsim.experiments.runner import run
+
+    base = load_scenario("lending_cascade").with_overrides({"run.steps": 300})
+    at_once = run(base)
+    gradual = run(base.with_overrides({"agents.liquidators.sell_over_steps": 10}))
+    steps_at_once = at_once.metrics.set_index("step")
+    steps_gradual = gradual.metrics.set_index("step")
+    first = int(at_once.events["liquidations"]["step"].min())
+    # The first liquidation's sale hits the book in one step when sold at once...
+    assert steps_at_once.loc[first, "basis_bps"] < steps_gradual.loc[first, "basis_bps"]
+    # ...and the same seized WETH reaches the book over the following steps when gradual.
+    assert len(gradual.events["liquidations"]) > 0
