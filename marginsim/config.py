@@ -55,6 +55,7 @@ __all__ = [
     "EdgeConfig",
     "ExogenousConfig",
     "FundamentalTradersConfig",
+    "HedgersConfig",
     "InstrumentConfig",
     "LiquidationHunterConfig",
     "LiquidatorsConfig",
@@ -991,6 +992,45 @@ class LiquidationHunterConfig(_Frozen):
     cooldown_steps: int = Field(default=30, ge=0)
 
 
+class HedgersConfig(_Frozen):
+    """Hedgers (individuals): risk managers shorting the perp against spot they hold.
+
+    Each hedger holds ``spot_holdings`` of the perp's base asset in its wallet and
+    ``margin`` of settlement asset on the venue. Every step it reads the venue's aggregate
+    margin debt ``D`` (settlement human units) and the contract's last funding rate ``r``
+    and sets
+
+    ``hedge_ratio = clip(base_ratio + sensitivity_debt * D / debt_reference
+    + sensitivity_funding * r, 0, 1)``,
+
+    then targets a perp position of ``-hedge_ratio * spot`` (``spot``: base in its wallet,
+    rounded to lots) and sends a market order for the difference when it exceeds ``band``.
+
+    Attributes:
+        count: Number of hedgers (each with its own wallet and venue account).
+        instrument: Perp instrument it hedges with (default: the first perp instrument).
+        spot_holdings: Base asset each hedger holds in its wallet, human units.
+        margin: Settlement-asset margin each hedger deposits on the venue, human units.
+        base_ratio: Hedge ratio with no margin debt and zero funding.
+        sensitivity_debt: Added hedge ratio per ``debt_reference`` of venue margin debt.
+        debt_reference: Venue margin debt (settlement human units) the debt term scales by.
+        sensitivity_funding: Added hedge ratio per unit of funding rate (per interval;
+            positive when longs pay shorts).
+        band: Rebalance band: no order while ``|target - position|`` is at most this many
+            base units.
+    """
+
+    count: int = Field(default=0, ge=0, le=100)
+    instrument: str | None = None
+    spot_holdings: NonNegFloat = 100.0
+    margin: NonNegFloat = 100_000.0
+    base_ratio: Fraction = 0.2
+    sensitivity_debt: NonNegFloat = 0.5
+    debt_reference: PositiveFloat = 50_000_000.0
+    sensitivity_funding: NonNegFloat = 1_000.0
+    band: NonNegFloat = 0.5
+
+
 class AgentsConfig(_Frozen):
     """The agents of a run: populations and individuals, by kind."""
 
@@ -1005,6 +1045,7 @@ class AgentsConfig(_Frozen):
     oracle_manipulator: OracleManipulatorConfig = OracleManipulatorConfig()
     arbitrageurs: ArbitrageursConfig = ArbitrageursConfig()
     liquidation_hunter: LiquidationHunterConfig = LiquidationHunterConfig()
+    hedgers: HedgersConfig = HedgersConfig()
 
 
 # ------------------------------------------------------------------------------- accounts
@@ -1184,6 +1225,7 @@ class Scenario(_Frozen):
             ("perp_market_makers", agents.perp_market_makers, "perp", perp_ids),
             ("perp_traders", agents.perp_traders, "perp", perp_ids),
             ("liquidation_hunter", agents.liquidation_hunter, "spot", spot),
+            ("hedgers", agents.hedgers, "perp", perp_ids),
         ):
             if cfg.count and cfg.instrument is None and not ids:
                 problems.append((f"agents.{key}.instrument", f"agents need a {kind} instrument"))

@@ -32,6 +32,10 @@ liquidations                liquidations and auction takes this step, all rounds
 liquidation_calls           liquidation-bot calls included this step (limited by run.block_space)
 hunter_pnl                  liquidation hunters' P&L, quote human units (only with hunters):
                             holdings valued at the mid minus the initial holdings at the mid
+hedger_hedge_ratio          mean hedge ratio the hedgers chose this step (only with hedgers;
+                            see marginsim.agents.hedger.hedge_ratio)
+hedger_pnl                  hedgers' P&L, quote human units (only with hedgers): spot at the
+                            perp mark plus venue margin balance at mark, minus the same at start
 <pool>_<key>                each lending pool's metrics (see LendingPool.metrics)
 <cdp>_<key>                 each CDP's metrics (see CdpProtocol.metrics)
 <venue>_<key>               each perp venue's metrics (see PerpVenue.metrics)
@@ -56,6 +60,8 @@ if TYPE_CHECKING:
 __all__ = [
     "MetricsRecorder",
     "core_reporters",
+    "hedger_hedge_ratio",
+    "hedger_pnl",
     "hunter_pnl",
     "liquidation_map",
     "liquidation_map_from_prices",
@@ -161,6 +167,16 @@ def liquidations(model: MarginModel) -> float:
 def liquidation_calls(model: MarginModel) -> float:
     """Liquidation-bot calls included this step (all rounds)."""
     return float(model.liquidation_calls)
+
+
+def hedger_hedge_ratio(model: MarginModel) -> float:
+    """Mean hedge ratio the hedgers chose at their last activation (see ``Hedger``)."""
+    return float(np.mean([h.ratio for h in model.hedgers]))
+
+
+def hedger_pnl(model: MarginModel) -> float:
+    """P&L of the hedgers, quote human units (see ``Hedger.pnl``)."""
+    return float(sum(h.pnl(model.view) for h in model.hedgers))
 
 
 def hunter_pnl(model: MarginModel) -> float:
@@ -349,6 +365,9 @@ class MetricsRecorder:
             reporters["manipulator_pnl"] = manipulator_pnl
         if getattr(model, "hunters", None):
             reporters["hunter_pnl"] = hunter_pnl
+        if getattr(model, "hedgers", None):
+            reporters["hedger_hedge_ratio"] = hedger_hedge_ratio
+            reporters["hedger_pnl"] = hedger_pnl
         groups: list[GroupReporter] = [_ProtocolMetrics("lending", n) for n in model.lending]
         groups += [_ProtocolMetrics("cdp", n) for n in model.cdps]
         groups += [_ProtocolMetrics("perp", n) for n in model.perps]

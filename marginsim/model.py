@@ -12,6 +12,7 @@ import pandas as pd
 from marginsim.agents.arbitrageur import Arbitrageur, SwapCall
 from marginsim.agents.base import OrderBatch, Trader, draw
 from marginsim.agents.fundamental import FundamentalTraders
+from marginsim.agents.hedger import Hedger
 from marginsim.agents.hunter import ATTACK_COLUMNS as HUNT_COLUMNS
 from marginsim.agents.hunter import LiquidationHunter
 from marginsim.agents.liquidator import (
@@ -395,6 +396,7 @@ class MarginModel(mesa.Model):
         self._build_manipulator()
         self._build_arbitrageurs()
         self._build_hunter()
+        self._build_hedgers()
 
     def _build_arbitrageurs(self) -> None:
         """Arbitrageurs ``arbitrageur[k]``, each endowed with its base and quote capital.
@@ -550,6 +552,34 @@ class MarginModel(mesa.Model):
             )
             self.hunters.append(hunter)
             self.traders.append(hunter)
+
+    def _build_hedgers(self) -> None:
+        """The hedgers ``hedger[k]``: spot base in the wallet, margin on the perp venue.
+
+        Each acts in the shuffled order of the traders, like any trader.
+        """
+        sc, cfg = self.scenario, self.scenario.agents.hedgers
+        self.hedgers: list[Hedger] = []
+        if not cfg.count:
+            return
+        perp_ids = [i.id for i in sc.instruments if i.kind == "perp"]
+        ins_cfg = sc.instrument(cfg.instrument or perp_ids[0])
+        ins = self.instrument_index[ins_cfg.id]
+        for k in range(cfg.count):
+            holder = self.ledger.add_holder(f"hedger[{k}]")
+            venue = self._perp_margin(ins, holder, 1, cfg.margin)
+            self._endow(holder, 1, ins_cfg.base, cfg.spot_holdings)
+            hedger = Hedger(
+                self,
+                cfg,
+                holder,
+                ins,
+                venue.name,
+                self.ledger.asset_id(ins_cfg.base),
+                self.protocols_view,
+            )
+            self.hedgers.append(hedger)
+            self.traders.append(hedger)
 
     def _perp_margin(self, instrument: int, first: int, count: int, amount: float) -> PerpVenue:
         """Give accounts ``amount`` of settlement asset and deposit it on the venue."""

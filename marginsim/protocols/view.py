@@ -152,6 +152,26 @@ class ProtocolsView:
         mark = self._perps[venue].mark_price(instrument)
         return None if mark is None or not mark > 0 else float(mark)
 
+    def perp_funding_rate(self, venue: str, instrument: int) -> float:
+        """Rate of the last funding payment of a perp contract (0 before the first)."""
+        return self._perps[venue].last_funding_rate(instrument)
+
+    def perp_margin_debt(self, venue: str) -> float:
+        """Aggregate margin debt of a perp venue, settlement human units.
+
+        Sum over positions of max(0, notional - margin balance), as the venue's
+        ``margin_debt`` metric (one vectorised scan of its accounts).
+        """
+        return float(self._perps[venue].metrics()["margin_debt"])
+
+    def perp_margin_balance(self, venue: str, holder: int) -> float:
+        """Margin balance of one account at mark, settlement human units.
+
+        Wallet + isolated margin + unrealised PnL (0 for an account the venue does not know).
+        """
+        v = self._perps[venue]
+        return v.margin_balance(holder) / float(v.unit)
+
     # ---------------------------------------------------------------- liquidation map
     def liquidation_prices(self, symbol: str) -> list[LiquidationPrices]:
         """Per-protocol liquidation prices of ``symbol``, one scan per protocol.
