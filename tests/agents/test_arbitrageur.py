@@ -178,7 +178,7 @@ def test_a_round_trip_executes_through_the_pool_and_conserves_base():
 
 
 def test_arbitrageurs_need_a_pool_and_a_book_of_its_pair():
-    base = load_scenario("default")
+    base = load_scenario("arbitrage").with_overrides({"amms": [], "agents.arbitrageurs.count": 0})
     with pytest.raises(ScenarioError, match="arbitrageurs"):
         base.with_overrides({"agents.arbitrageurs.count": 1})
     arb_sc = load_scenario("arbitrage")
