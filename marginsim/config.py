@@ -67,6 +67,7 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "ShockConfig",
+    "StablecoinSellersConfig",
     "ThinBookMakerConfig",
     "parse_override_value",
 ]
@@ -985,6 +986,36 @@ class LiquidationHunterConfig(_Frozen):
     cooldown_steps: int = Field(default=30, ge=0)
 
 
+class StablecoinSellersConfig(_Frozen):
+    """Holders of a CDP's stablecoin who sell it when its backing fails (a population).
+
+    Each step every account reads the CDP's uncovered system debt ``D`` and the stablecoin's
+    supply ``S`` (a read-only view) and, when ``D / S`` exceeds ``threshold``, sends with
+    probability ``min(1, sensitivity * D / S)`` one market sell of ``sell_share`` of the
+    stablecoin in its wallet on ``instrument``. They never buy back: nothing defends the peg
+    once the backing is gone, so the book's bids absorb the flow and its mid falls.
+
+    Attributes:
+        count: Number of accounts.
+        cdp: Name of the CDP protocol whose stablecoin they hold.
+        instrument: Book they sell on (default: the first spot book of the stablecoin).
+        capital_base: Stablecoin each account starts with, human units.
+        capital_quote: Quote each account starts with, human units.
+        threshold: Least system debt per unit of supply at which anyone sells.
+        sensitivity: Selling probability per unit of system debt per unit of supply.
+        sell_share: Share of its stablecoin an account sells in one order.
+    """
+
+    count: int = Field(default=0, ge=0, le=10_000_000)
+    cdp: str = ""
+    instrument: str | None = None
+    capital_base: NonNegFloat = 10_000.0
+    capital_quote: NonNegFloat = 0.0
+    threshold: NonNegFloat = 0.0
+    sensitivity: NonNegFloat = 1.0
+    sell_share: Annotated[float, Field(gt=0, le=1)] = 0.25
+
+
 class AgentsConfig(_Frozen):
     """The agents of a run: populations and individuals, by kind."""
 
@@ -999,6 +1030,7 @@ class AgentsConfig(_Frozen):
     oracle_manipulator: OracleManipulatorConfig = OracleManipulatorConfig()
     arbitrageurs: ArbitrageursConfig = ArbitrageursConfig()
     liquidation_hunter: LiquidationHunterConfig = LiquidationHunterConfig()
+    stablecoin_sellers: StablecoinSellersConfig = StablecoinSellersConfig()
 
 
 # ------------------------------------------------------------------------------- accounts
