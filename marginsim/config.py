@@ -68,6 +68,7 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "ShockConfig",
+    "StablecoinSellersConfig",
     "ThinBookMakerConfig",
     "parse_override_value",
 ]
@@ -1031,6 +1032,36 @@ class HedgersConfig(_Frozen):
     band: NonNegFloat = 0.5
 
 
+class StablecoinSellersConfig(_Frozen):
+    """Holders of a CDP's stablecoin who sell it when its backing fails (a population).
+
+    Each step every account reads the CDP's uncovered system debt ``D`` and the stablecoin's
+    supply ``S`` (a read-only view) and, when ``D / S`` exceeds ``threshold``, sends with
+    probability ``min(1, sensitivity * D / S)`` one market sell of ``sell_share`` of the
+    stablecoin in its wallet on ``instrument``. They never buy back: nothing defends the peg
+    once the backing is gone, so the book's bids absorb the flow and its mid falls.
+
+    Attributes:
+        count: Number of accounts.
+        cdp: Name of the CDP protocol whose stablecoin they hold.
+        instrument: Book they sell on (default: the first spot book of the stablecoin).
+        capital_base: Stablecoin each account starts with, human units.
+        capital_quote: Quote each account starts with, human units.
+        threshold: Least system debt per unit of supply at which anyone sells.
+        sensitivity: Selling probability per unit of system debt per unit of supply.
+        sell_share: Share of its stablecoin an account sells in one order.
+    """
+
+    count: int = Field(default=0, ge=0, le=10_000_000)
+    cdp: str = ""
+    instrument: str | None = None
+    capital_base: NonNegFloat = 10_000.0
+    capital_quote: NonNegFloat = 0.0
+    threshold: NonNegFloat = 0.0
+    sensitivity: NonNegFloat = 1.0
+    sell_share: Annotated[float, Field(gt=0, le=1)] = 0.25
+
+
 class AgentsConfig(_Frozen):
     """The agents of a run: populations and individuals, by kind."""
 
@@ -1046,6 +1077,7 @@ class AgentsConfig(_Frozen):
     arbitrageurs: ArbitrageursConfig = ArbitrageursConfig()
     liquidation_hunter: LiquidationHunterConfig = LiquidationHunterConfig()
     hedgers: HedgersConfig = HedgersConfig()
+    stablecoin_sellers: StablecoinSellersConfig = StablecoinSellersConfig()
 
 
 # ------------------------------------------------------------------------------- accounts

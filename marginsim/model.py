@@ -27,6 +27,7 @@ from marginsim.agents.manipulator import OracleManipulator, ThinBookMaker
 from marginsim.agents.market_maker import MarketMaker, PerpMarketMaker
 from marginsim.agents.noise import NoiseTraders
 from marginsim.agents.perp_traders import PerpTraders
+from marginsim.agents.stablecoin_sellers import StablecoinSellers
 from marginsim.config import (
     CdpConfig,
     LendingConfig,
@@ -96,7 +97,8 @@ class _Prices:
 
     Before step 0 (while explicit accounts are placed) no oracle has observed anything and
     the books are empty, so an oracle whose source prices the exogenous asset reports the
-    index's initial value, and any other oracle has no price yet.
+    index's initial value, one that reads only the thin-book maker's book reports that
+    maker's fixed fair value, and any other oracle has no price yet.
     """
 
     def __init__(self, oracles: OracleSet, initial: dict[str, float | None]) -> None:
@@ -275,11 +277,16 @@ class MarginModel(mesa.Model):
         sc = self.scenario
         index_asset = sc.exogenous.asset
         bases = {i.id: i.base for i in sc.instruments} | {p.id: p.base for p in sc.amms}
+        tb = sc.agents.thin_book_maker
+        thin_book = sc.instrument(tb.instrument).id if tb.count else None
         out: dict[str, float | None] = {}
         for name, cfg in sc.oracles.items():
             sources = cfg.sources if cfg.kind == "median" else [cfg.source]
             prices_index = all(s == "index" or bases.get(s) == index_asset for s in sources)
             out[name] = float(self.index_path[0]) if prices_index else None
+            if not prices_index and thin_book is not None and set(sources) == {thin_book}:
+                # A book quoted only around a fixed fair value opens at that value.
+                out[name] = float(sc.agents.thin_book_maker.price)
         return out
 
     def _build_protocols(self) -> None:
@@ -397,6 +404,7 @@ class MarginModel(mesa.Model):
         self._build_arbitrageurs()
         self._build_hunter()
         self._build_hedgers()
+        self._build_stablecoin_sellers()
 
     def _build_arbitrageurs(self) -> None:
         """Arbitrageurs ``arbitrageur[k]``, each endowed with its base and quote capital.
@@ -580,6 +588,57 @@ class MarginModel(mesa.Model):
             )
             self.hedgers.append(hedger)
             self.traders.append(hedger)
+
+    def _build_stablecoin_sellers(self) -> None:
+        """Holders of a CDP's stablecoin who sell it when the CDP carries system debt.
+
+        A population among the traders (shuffled activation, orders only).
+        """
+        sc, cfg = self.scenario, self.scenario.agents.stablecoin_sellers
+        if not cfg.count:
+            return
+        where = "agents.stablecoin_sellers"
+        cdp = self.cdps.get(cfg.cdp)
+        if cdp is None:
+            raise ScenarioError([(f"{where}.cdp", f"no CDP protocol {cfg.cdp!r}")], where)
+        if cfg.instrument is not None:
+            ins_cfg = sc.instrument(cfg.instrument)
+            ins = self.instrument_index[ins_cfg.id]
+        else:
+            found = next(
+                (
+                    k
+                    for k, spec in enumerate(self.engine.specs)
+                    if spec.kind == "spot" and spec.base_asset == cdp.stable_asset
+                ),
+                None,
+            )
+            if found is None:
+                raise ScenarioError(
+                    [(f"{where}.instrument", "no spot book of the CDP's stablecoin")], where
+                )
+            ins = found
+        spec = self.engine.specs[ins]
+        if spec.base_asset != cdp.stable_asset:
+            raise ScenarioError(
+                [(f"{where}.instrument", "the book's base is not the CDP's stablecoin")], where
+            )
+        base = self.ledger.assets[spec.base_asset].symbol
+        quote = self.ledger.assets[spec.quote_asset].symbol
+        first = self.ledger.add_holders("stablecoin_sellers", cfg.count)
+        self._endow(first, cfg.count, base, cfg.capital_base)
+        self._endow(first, cfg.count, quote, cfg.capital_quote)
+        self.traders.append(
+            StablecoinSellers(
+                self,
+                cfg,
+                first,
+                ins,
+                cdp.stable_asset,
+                self.protocols_view,
+                self.streams.get("population:stablecoin_sellers"),
+            )
+        )
 
     def _perp_margin(self, instrument: int, first: int, count: int, amount: float) -> PerpVenue:
         """Give accounts ``amount`` of settlement asset and deposit it on the venue."""

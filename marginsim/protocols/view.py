@@ -142,6 +142,15 @@ class ProtocolsView:
         """The collateral price ``cdp`` reads now."""
         return self._cdps[cdp].oracle_price()
 
+    def cdp_backing(self, cdp: str) -> tuple[int, int]:
+        """``(system debt, stablecoin supply)`` of ``cdp`` now, stablecoin units.
+
+        System debt is the uncovered bad debt (stablecoin in circulation that no collateral
+        or surplus backs); the supply is the ledger supply of the stablecoin.
+        """
+        c = self._cdps[cdp]
+        return int(c.totals()["system_debt"]), int(c.ledger.supply(c.stable_asset))
+
     # ---------------------------------------------------------------- perp venues
     def perp_positions(self, venue: str, holders: np.ndarray, instrument: int) -> np.ndarray:
         """Signed position sizes (lots) of ``holders`` in a perp contract."""
