@@ -42,6 +42,7 @@ __all__ = [
     "ArbitrageursConfig",
     "AssetConfig",
     "AuctionConfig",
+    "BasisArbitrageursConfig",
     "CdpConfig",
     "LendingConfig",
     "LendingLoopersConfig",
@@ -993,6 +994,43 @@ class LiquidationHunterConfig(_Frozen):
     cooldown_steps: int = Field(default=30, ge=0)
 
 
+class BasisArbitrageursConfig(_Frozen):
+    """Cash-and-carry arbitrageurs between a perp contract and the spot book of its base.
+
+    Attributes:
+        count: Number of arbitrageurs.
+        perp_instrument: Perp contract (default: the first perp instrument).
+        spot_instrument: Spot book of the same base (default: the first spot book of the
+            perp's base and quote).
+        capital_base: Base each starts with in its wallet, human units.
+        capital_quote: Quote each starts with in its wallet, human units.
+        margin: Settlement-asset margin each deposits on the perp venue, human units.
+        entry_bps: Basis (perp mid over spot mid) beyond which it trades, basis points.
+        exit_bps: Basis within which it unwinds, basis points.
+        trade_size: Base units per trade (each leg).
+        max_position: Largest perp position, base units.
+    """
+
+    count: int = Field(default=0, ge=0, le=1000)
+    perp_instrument: str | None = None
+    spot_instrument: str | None = None
+    capital_base: NonNegFloat = 100.0
+    capital_quote: NonNegFloat = 200_000.0
+    margin: NonNegFloat = 200_000.0
+    entry_bps: PositiveFloat = 20.0
+    exit_bps: NonNegFloat = 5.0
+    trade_size: PositiveFloat = 2.0
+    max_position: PositiveFloat = 50.0
+
+    @model_validator(mode="after")
+    def _exit_below_entry(self) -> BasisArbitrageursConfig:
+        if self.exit_bps >= self.entry_bps:
+            raise ValueError(
+                f"exit_bps must be below entry_bps, got {self.exit_bps} >= {self.entry_bps}"
+            )
+        return self
+
+
 class HedgersConfig(_Frozen):
     """Hedgers (individuals): risk managers shorting the perp against spot they hold.
 
@@ -1077,6 +1115,7 @@ class AgentsConfig(_Frozen):
     arbitrageurs: ArbitrageursConfig = ArbitrageursConfig()
     liquidation_hunter: LiquidationHunterConfig = LiquidationHunterConfig()
     hedgers: HedgersConfig = HedgersConfig()
+    basis_arbitrageurs: BasisArbitrageursConfig = BasisArbitrageursConfig()
     stablecoin_sellers: StablecoinSellersConfig = StablecoinSellersConfig()
 
 

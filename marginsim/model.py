@@ -11,6 +11,7 @@ import pandas as pd
 
 from marginsim.agents.arbitrageur import Arbitrageur, SwapCall
 from marginsim.agents.base import OrderBatch, Trader, draw
+from marginsim.agents.basis import BasisArbitrageur
 from marginsim.agents.fundamental import FundamentalTraders
 from marginsim.agents.hedger import Hedger
 from marginsim.agents.hunter import ATTACK_COLUMNS as HUNT_COLUMNS
@@ -405,6 +406,46 @@ class MarginModel(mesa.Model):
         self._build_hunter()
         self._build_hedgers()
         self._build_stablecoin_sellers()
+        self._build_basis_arbitrageurs()
+
+    def _build_basis_arbitrageurs(self) -> None:
+        """Basis arbitrageurs ``basis_arbitrageur[k]``: spot wallet plus perp margin.
+
+        Each acts in the shuffled order of the traders, like any trader.
+        """
+        sc, cfg = self.scenario, self.scenario.agents.basis_arbitrageurs
+        if not cfg.count:
+            return
+        perp_cfg = sc.instrument(
+            cfg.perp_instrument or next(i.id for i in sc.instruments if i.kind == "perp")
+        )
+        spot_id = cfg.spot_instrument or next(
+            (
+                i.id
+                for i in sc.instruments
+                if i.kind == "spot" and (i.base, i.quote) == (perp_cfg.base, perp_cfg.quote)
+            ),
+            None,
+        )
+        if spot_id is None:
+            raise ScenarioError(
+                [
+                    (
+                        "agents.basis_arbitrageurs.spot_instrument",
+                        f"no spot book of {perp_cfg.base}-{perp_cfg.quote}",
+                    )
+                ],
+                "agents",
+            )
+        perp, spot = self.instrument_index[perp_cfg.id], self.instrument_index[spot_id]
+        for k in range(cfg.count):
+            holder = self.ledger.add_holder(f"basis_arbitrageur[{k}]")
+            venue = self._perp_margin(perp, holder, 1, cfg.margin)
+            self._endow(holder, 1, perp_cfg.base, cfg.capital_base)
+            self._endow(holder, 1, perp_cfg.quote, cfg.capital_quote)
+            self.traders.append(
+                BasisArbitrageur(self, cfg, holder, perp, spot, venue.name, self.protocols_view)
+            )
 
     def _build_arbitrageurs(self) -> None:
         """Arbitrageurs ``arbitrageur[k]``, each endowed with its base and quote capital.
