@@ -1289,22 +1289,26 @@ class Scenario(_Frozen):
         spot = [i.id for i in self.instruments if i.kind == "spot"]
         perp_ids = [i.id for i in self.instruments if i.kind == "perp"]
         agents = self.agents
-        for key, cfg, kind, ids in (
-            ("noise", agents.noise, "spot", spot),
-            ("fundamental", agents.fundamental, "spot", spot),
-            ("market_makers", agents.market_makers, "spot", spot),
-            ("perp_market_makers", agents.perp_market_makers, "perp", perp_ids),
-            ("perp_traders", agents.perp_traders, "perp", perp_ids),
-            ("liquidation_hunter", agents.liquidation_hunter, "spot", spot),
-            ("hedgers", agents.hedgers, "perp", perp_ids),
+        basis = agents.basis_arbitrageurs
+        for key, cfg, field, kind, ids in (
+            ("noise", agents.noise, "instrument", "spot", spot),
+            ("fundamental", agents.fundamental, "instrument", "spot", spot),
+            ("market_makers", agents.market_makers, "instrument", "spot", spot),
+            ("perp_market_makers", agents.perp_market_makers, "instrument", "perp", perp_ids),
+            ("perp_traders", agents.perp_traders, "instrument", "perp", perp_ids),
+            ("liquidation_hunter", agents.liquidation_hunter, "instrument", "spot", spot),
+            ("hedgers", agents.hedgers, "instrument", "perp", perp_ids),
+            ("basis_arbitrageurs", basis, "perp_instrument", "perp", perp_ids),
+            ("basis_arbitrageurs", basis, "spot_instrument", "spot", spot),
         ):
-            if cfg.count and cfg.instrument is None and not ids:
-                problems.append((f"agents.{key}.instrument", f"agents need a {kind} instrument"))
-            if cfg.instrument is not None and cfg.instrument not in ids:
+            chosen = getattr(cfg, field)
+            if cfg.count and chosen is None and not ids:
+                problems.append((f"agents.{key}.{field}", f"agents need a {kind} instrument"))
+            if chosen is not None and chosen not in ids:
                 problems.append(
                     (
-                        f"agents.{key}.instrument",
-                        f"unknown {kind} instrument {cfg.instrument!r}; have {ids}",
+                        f"agents.{key}.{field}",
+                        f"unknown {kind} instrument {chosen!r}; have {ids}",
                     )
                 )
         problems.extend(self._looper_problems(spot))

@@ -88,3 +88,24 @@ def test_carry_trades_stay_delta_neutral_in_a_run():
         perp = int(model.perps["perpx"].position_sizes(np.array([holder]), 1)[0]) * 10**6
         # Long spot against short perp (or the reverse), within one trade of neutral.
         assert abs(spot + perp) <= 2 * 10**9
+
+
+def test_unknown_instruments_are_named_in_the_scenario_error():
+    from marginsim.config import ScenarioError
+
+    base = load_scenario("perp_crash")
+    with pytest.raises(ScenarioError) as err:
+        base.with_overrides(
+            {
+                "agents.basis_arbitrageurs.count": 1,
+                "agents.basis_arbitrageurs.perp_instrument": "nope",
+                "agents.basis_arbitrageurs.spot_instrument": "ETH-PERP",
+            }
+        )
+    found = dict(err.value.problems)
+    assert found["agents.basis_arbitrageurs.perp_instrument"].startswith(
+        "unknown perp instrument 'nope'"
+    )
+    assert found["agents.basis_arbitrageurs.spot_instrument"].startswith(
+        "unknown spot instrument 'ETH-PERP'"
+    )
