@@ -1,4 +1,4 @@
-"""Command line: ``marginsim run|scenarios|validate``.
+"""Command line: ``marginsim run|scenarios|validate|study``.
 
 Exit codes: 0 success; 2 bad input (invalid scenario, bad ``--set``, unknown scenario name,
 missing file), with a short message and no traceback; 1 internal failure or an invariant
@@ -168,6 +168,63 @@ def validate_command(scenario: str, sets: tuple[str, ...], show: bool) -> None:
         click.echo(sc.to_toml(), nl=False)
     else:
         click.echo(f"ok: {sc.name} ({sc.run.steps} steps, seed {sc.run.seed})")
+
+
+@cli.command("study")
+@click.argument("name", required=False)
+@click.option("--list", "list_only", is_flag=True, help="List the built-in studies and exit.")
+@click.option("--quick", is_flag=True, help="Run the small version (fewer runs and steps).")
+@click.option(
+    "--out",
+    "out_dir",
+    default="results",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Root folder; the study writes into OUT/study-NAME/.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes for studies that run many simulations (default: all cores).",
+)
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal)."
+)
+def study_command(
+    name: str | None,
+    list_only: bool,
+    quick: bool,
+    out_dir: str,
+    workers: int | None,
+    progress: bool | None,
+) -> None:
+    """Run the built-in study NAME (see --list) and write its tables and figures."""
+    from marginsim.experiments.studies import builtin_studies, get_study
+
+    if list_only or name is None:
+        studies = builtin_studies()
+        width = max(len(n) for n in studies)
+        for study_name, study in studies.items():
+            click.echo(f"{study_name:<{width}}  {study.description}")
+        return
+    try:
+        study = get_study(name)
+    except KeyError as exc:
+        _fail_input(str(exc.args[0]))
+        raise  # unreachable: _fail_input exits
+    folder = Path(out_dir) / f"study-{name}" / ("quick" if quick else "full")
+    try:
+        main_output = study.load()(folder, quick=quick, workers=workers, progress=progress)
+    except ScenarioError as exc:
+        _fail_input(str(exc))
+    except Exception as exc:  # noqa: BLE001 - every failure gets a saved traceback
+        folder.mkdir(parents=True, exist_ok=True)
+        trace = folder / "traceback.txt"
+        trace.write_text(traceback.format_exc(), encoding="utf-8")
+        click.echo(f"error: study failed: {exc}\ntraceback saved to {trace}", err=True)
+        sys.exit(EXIT_FAILURE)
+    click.echo(f"{name}: done\nresults: {main_output}")
 
 
 def main() -> None:

@@ -205,3 +205,15 @@ def test_replay_of_a_missing_or_short_file_exits_2(tmp_path):
     assert short.exit_code == 2 and "exogenous:" in short.output
     ok = CliRunner().invoke(cli, [*base, "--steps", "2", "--set", f'exogenous.file="{prices}"'])
     assert ok.exit_code == 0, ok.output
+
+
+def test_study_list_and_unknown_study(tmp_path):
+    from click.testing import CliRunner
+
+    from marginsim.__main__ import cli
+
+    listed = CliRunner().invoke(cli, ["study", "--list"])
+    assert listed.exit_code == 0 and listed.output.startswith("amplification  How much")
+    unknown = CliRunner().invoke(cli, ["study", "nope", "--out", str(tmp_path)])
+    assert unknown.exit_code == 2
+    assert "unknown study 'nope'; built-in studies: amplification" in unknown.output

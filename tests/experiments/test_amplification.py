@@ -50,3 +50,18 @@ def test_unwinding_loops_deepen_the_crash():
     assert result.liquidations_with > 100
     assert result.fall_without > 0.19  # the jump alone
     assert result.excess > 0.01  # forced selling adds more than a percentage point
+
+
+def test_amplification_study_writes_one_row_per_seed(tmp_path):
+    from marginsim.experiments.amplification import amplification_study
+
+    path = amplification_study(tmp_path / "amp", quick=True, workers=None, progress=False)
+    table = pd.read_parquet(path)
+    assert list(table["seed"]) == [0, 1]
+    assert (tmp_path / "amp" / "amplification.csv").exists()
+    # Each row is a real comparison: the same numbers as a direct call for that seed.
+    direct = amplification(load_scenario("crash").with_overrides({"run.steps": 300, "run.seed": 1}))
+    row = table.iloc[1]
+    assert row["fall_with"] == direct.fall_with and row["fall_without"] == direct.fall_without
+    assert row["liquidations_with"] == direct.liquidations_with > 0
+    assert (table["fall_with"] > table["fall_without"]).all()
