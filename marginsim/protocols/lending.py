@@ -731,6 +731,8 @@ class LendingPool:
             [float(r.liquidation_threshold) for r in self.reserves], dtype=np.float64
         )
         self._scan_buffers: tuple[np.ndarray, ...] | None = None
+        # Reserve index -> exchange rate of a claim token (see set_exchange_rate).
+        self._exchange_rates: dict[int, Callable[[], Fraction | int]] = {}
 
         self._supply_genesis()
 
@@ -893,7 +895,7 @@ class LendingPool:
         """Units of ``asset`` the ledger can still mint without overflowing int64."""
         return _INT64_MAX - int(self.ledger.minted[asset])
 
-    def _price(self, res: ReserveInfo) -> float | None:
+    def _oracle_price(self, res: ReserveInfo) -> float | None:
         p = self.prices.price(res.price_ref)
         if p is None:
             return None
@@ -902,9 +904,43 @@ class LendingPool:
             return None
         return p
 
+    def _price(self, res: ReserveInfo) -> float | None:
+        p = self._oracle_price(res)
+        rate = self._exchange_rates.get(res.index)
+        if p is None or rate is None:
+            return p
+        r = float(rate())
+        return p * r if math.isfinite(r) and r > 0 else None
+
     def _price_exact(self, res: ReserveInfo) -> Fraction | None:
-        p = self._price(res)
-        return None if p is None else _exact(p)
+        p = self._oracle_price(res)
+        if p is None:
+            return None
+        rate = self._exchange_rates.get(res.index)
+        if rate is None:
+            return _exact(p)
+        r = Fraction(rate())
+        return _exact(p) * r if r > 0 else None
+
+    # ------------------------------------------------------------------ receipt-token collateral
+    def set_exchange_rate(self, symbol: str, rate: Callable[[], Fraction | int]) -> None:
+        """Price reserve ``symbol`` as ``oracle price x rate()`` from now on.
+
+        For a reserve that is a claim on something else (another pool's receipt token
+        ``aSYM.<v>``, whose ``price`` names the underlying ``SYM``'s oracle), ``rate`` is the
+        claim's exchange rate read live, e.g. ``v``'s liquidity index as an exact
+        ``Fraction``: when ``v`` writes down its index to socialise bad debt, this pool's
+        accounts holding the token lose collateral value at once and may become liquidatable
+        (mechanical contagion, DESIGN.md s. 6). A non-positive rate means "no price".
+
+        Args:
+            symbol: The reserve.
+            rate: Returns the exchange rate (underlying per token), exact.
+
+        Raises:
+            KeyError: If the pool has no such reserve.
+        """
+        self._exchange_rates[self._by_symbol[symbol].index] = rate
 
     def _position(self, holder: int) -> tuple[list[int], list[int]]:
         """Scaled receipt and debt balances of a holder, per reserve."""
