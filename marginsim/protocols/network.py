@@ -149,8 +149,7 @@ class ProtocolNetwork:
         weight: float = 1.0,
         asset: str | None = None,
     ) -> None:
-        """Add an exposure ``source -> target`` of ``kind``; an existing one of that kind
-        between the same pair is replaced.
+        """Add an exposure ``source -> target`` of ``kind`` (replacing one of that kind).
 
         Raises:
             ValueError: If an end is not a node, the edge is a self-loop, or the weight is
@@ -254,7 +253,11 @@ class ProtocolNetwork:
         from marginsim.config import CdpConfig, LendingConfig, PerpConfig
 
         net = cls()
-        kind_of = {LendingConfig: NodeType.LENDING, CdpConfig: NodeType.CDP, PerpConfig: NodeType.PERP}
+        kind_of = {
+            LendingConfig: NodeType.LENDING,
+            CdpConfig: NodeType.CDP,
+            PerpConfig: NodeType.PERP,
+        }
         for name, proto in scenario.protocols.items():
             net.add_node(name, kind_of[type(proto)])
         for ins in scenario.instruments:
