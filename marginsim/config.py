@@ -43,6 +43,7 @@ __all__ = [
     "AssetConfig",
     "AuctionConfig",
     "BasisArbitrageursConfig",
+    "BridgeConfig",
     "CdpConfig",
     "LendingConfig",
     "LendingLoopersConfig",
@@ -236,17 +237,22 @@ class ShockConfig(_Frozen):
         kind: ``fundamental_jump`` (the index moves by ``size``, relative, from this step
             on), ``sell_order`` (an outside seller sends a market order of ``size`` base units
             on ``instrument``; a negative size buys), or ``liquidity_withdrawal`` (market
-            makers pull ``size`` (a fraction in 0..1) of their quotes for ``duration_steps``).
+            makers pull ``size`` (a fraction in 0..1) of their quotes for ``duration_steps``),
+            or ``bridge_failure`` (the share ``size``, in (0, 1], of ``bridge``'s locked asset
+            is lost to an exploiter: the wrapped asset's backing, and with it its price in
+            every protocol that accepts it, falls; see :class:`BridgeConfig`).
         size: Magnitude, meaning depends on ``kind``.
         instrument: Book hit by a ``sell_order``.
         duration_steps: How long a ``liquidity_withdrawal`` lasts.
+        bridge: Bridge hit by a ``bridge_failure`` (a name in ``network.bridges``).
     """
 
     step: int = Field(ge=0)
-    kind: Literal["fundamental_jump", "sell_order", "liquidity_withdrawal"]
+    kind: Literal["fundamental_jump", "sell_order", "liquidity_withdrawal", "bridge_failure"]
     size: Annotated[float, Field(allow_inf_nan=False)]
     instrument: str | None = None
     duration_steps: int = Field(default=1, ge=1)
+    bridge: str | None = None
 
     @model_validator(mode="after")
     def _kind_fields(self) -> ShockConfig:
@@ -256,6 +262,11 @@ class ShockConfig(_Frozen):
             raise ValueError("a sell_order shock needs 'instrument' and a non-zero 'size'")
         if self.kind == "liquidity_withdrawal" and not 0 < self.size <= 1:
             raise ValueError(f"a liquidity_withdrawal size must be in (0, 1], got {self.size}")
+        if self.kind == "bridge_failure" and (self.bridge is None or not 0 < self.size <= 1):
+            raise ValueError(
+                f"a bridge_failure shock needs 'bridge' and a size in (0, 1], got "
+                f"bridge={self.bridge!r}, size={self.size}"
+            )
         return self
 
 
@@ -567,10 +578,42 @@ class EdgeConfig(_Frozen):
     weight: NonNegFloat = 1.0
 
 
+class BridgeConfig(_Frozen):
+    """A cross-chain bridge: locks ``asset`` and issues ``wrapped`` one for one.
+
+    The bridge holds the locked asset in the ledger holder ``bridge:<name>:lock``; the wrapped
+    asset's supply is minted only against it (a deposit is minted after ``delay_steps``). A
+    lending reserve of the wrapped asset is priced as ``oracle price of the underlying x
+    backing``, where backing = locked units / wrapped supply, capped at 1 (a proof-of-reserve
+    feed), so a ``bridge_failure`` shock that loses part of the lock lowers the wrapped
+    asset's value in every protocol that accepts it.
+
+    Attributes:
+        name: Node name of the bridge.
+        asset: The locked asset.
+        wrapped: The wrapped asset (declared in ``assets`` with the same decimals).
+        delay_steps: Steps between a deposit and the wrapped mint.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+    asset: str
+    wrapped: str
+    delay_steps: int = Field(default=10, ge=0, le=100_000)
+
+
 class NetworkConfig(_Frozen):
-    """Edges of the protocol network beyond the ones the scenario implies."""
+    """The protocol network beyond what the scenario implies.
+
+    Attributes:
+        edges: Explicit exposure edges (added to the implied ones).
+        bridges: Cross-chain bridges (nodes of the network).
+        debtrank_every: Compute DebtRank of every protocol every this many steps (1: each
+            step; its columns hold the last value in between).
+    """
 
     edges: list[EdgeConfig] = Field(default_factory=list)
+    bridges: list[BridgeConfig] = Field(default_factory=list)
+    debtrank_every: int = Field(default=1, ge=1)
 
 
 # ------------------------------------------------------------------------------- agents
@@ -1340,8 +1383,15 @@ class Scenario(_Frozen):
             if name in markets or name in self.oracles:
                 problems.append((f, "a protocol name must differ from market and oracle names"))
             if isinstance(proto, LendingConfig):
+                receipts = self.receipt_tokens()
                 for symbol, reserve in proto.reserves.items():
-                    asset(f"{f}.reserves.{symbol}", symbol)
+                    issuer = receipts.get(symbol)
+                    if issuer is None:
+                        asset(f"{f}.reserves.{symbol}", symbol)
+                    elif issuer[0] == name:
+                        problems.append(
+                            (f"{f}.reserves.{symbol}", "a pool cannot accept its own receipt token")
+                        )
                     price(f"{f}.reserves.{symbol}.price", reserve.price)
             elif isinstance(proto, PerpConfig):
                 asset(f"{f}.settlement", proto.settlement)
@@ -1352,7 +1402,40 @@ class Scenario(_Frozen):
                 price(f"{f}.price", proto.price)
                 if proto.collateral == proto.stablecoin:
                     problems.append((f"{f}.stablecoin", "must differ from the collateral"))
-        nodes = set(markets) | set(self.oracles) | set(self.protocols)
+        bridge_names = [b.name for b in self.network.bridges]
+        _unique(problems, "network.bridges", bridge_names, "name")
+        for k, bridge in enumerate(self.network.bridges):
+            bf = f"network.bridges[{k}]"
+            asset(f"{bf}.asset", bridge.asset)
+            asset(f"{bf}.wrapped", bridge.wrapped)
+            if (
+                bridge.name in markets
+                or bridge.name in self.oracles
+                or bridge.name in self.protocols
+            ):
+                problems.append(
+                    (f"{bf}.name", "must differ from market, oracle and protocol names")
+                )
+            if bridge.asset == bridge.wrapped:
+                problems.append((f"{bf}.wrapped", "must differ from the locked asset"))
+            elif bridge.asset in decimals and bridge.wrapped in decimals:
+                if decimals[bridge.asset] != decimals[bridge.wrapped]:
+                    problems.append(
+                        (
+                            f"{bf}.wrapped",
+                            f"must have the decimals of {bridge.asset} "
+                            f"({decimals[bridge.asset]}), got {decimals[bridge.wrapped]}",
+                        )
+                    )
+        for k, shock in enumerate(self.shocks):
+            if shock.kind == "bridge_failure" and shock.bridge not in bridge_names:
+                problems.append(
+                    (
+                        f"shocks[{k}].bridge",
+                        f"unknown bridge {shock.bridge!r}; bridges are {bridge_names}",
+                    )
+                )
+        nodes = set(markets) | set(self.oracles) | set(self.protocols) | set(bridge_names)
         for k, edge in enumerate(self.network.edges):
             for end, value in (("from", edge.source), ("to", edge.target)):
                 if value not in nodes:
@@ -1529,11 +1612,28 @@ class Scenario(_Frozen):
 
     # ---------------------------------------------------------------- helpers
     def asset_decimals(self, symbol: str) -> int:
-        """Decimals of an asset symbol."""
+        """Decimals of an asset symbol (a lending pool's receipt token has its underlying's)."""
         for a in self.assets:
             if a.symbol == symbol:
                 return a.decimals
+        issuer = self.receipt_tokens().get(symbol)
+        if issuer is not None:
+            return self.asset_decimals(issuer[1])
         raise KeyError(symbol)
+
+    def receipt_tokens(self) -> dict[str, tuple[str, str]]:
+        """Receipt token symbol ``a<SYM>.<pool>`` -> ``(pool, SYM)`` of every lending reserve.
+
+        Another pool may list such a symbol as a reserve (receipt-token collateral, the
+        protocol network's ``collateral`` edge); its ``price`` then prices the underlying and
+        the model multiplies it by the issuer's liquidity index.
+        """
+        return {
+            f"a{symbol}.{name}": (name, symbol)
+            for name, proto in self.protocols.items()
+            if isinstance(proto, LendingConfig)
+            for symbol in proto.reserves
+        }
 
     def instrument(self, instrument_id: str | None = None) -> InstrumentConfig:
         """An instrument by id; ``None`` gives the first spot instrument."""

@@ -39,6 +39,10 @@ hedger_pnl                  hedgers' P&L, quote human units (only with hedgers):
 <pool>_<key>                each lending pool's metrics (see LendingPool.metrics)
 <cdp>_<key>                 each CDP's metrics (see CdpProtocol.metrics)
 <venue>_<key>               each perp venue's metrics (see PerpVenue.metrics)
+contagion_reach             protocols (lending, CDP, perp, bridge) with any bad debt so far
+protocols_defaulted         protocols in default so far (see protocols.contagion)
+systemic_loss               total bad debt of all protocols, unit of account
+debtrank_<protocol>         DebtRank of each protocol on the exposure graph (last computed)
 ==========================  =========================================================
 """
 
@@ -371,6 +375,8 @@ class MetricsRecorder:
         groups: list[GroupReporter] = [_ProtocolMetrics("lending", n) for n in model.lending]
         groups += [_ProtocolMetrics("cdp", n) for n in model.cdps]
         groups += [_ProtocolMetrics("perp", n) for n in model.perps]
+        if getattr(model, "contagion", None) is not None:
+            groups.append(_NetworkMetrics())
         recorder = cls(reporters, groups)
         for group in groups:
             recorder.columns.update({name: [] for name in group(model)})
@@ -391,3 +397,18 @@ class MetricsRecorder:
         df = pd.DataFrame({k: np.asarray(v, dtype=np.float64) for k, v in self.columns.items()})
         df["step"] = df["step"].astype(np.int64)
         return df
+
+
+# ------------------------------------------------------------------------------- network block
+class _NetworkMetrics:
+    """Group reporter of the protocol network (see marginsim.protocols.contagion)."""
+
+    def __call__(self, model: MarginModel) -> dict[str, float]:
+        monitor = model.contagion
+        out = {
+            "contagion_reach": float(monitor.contagion_reach()),
+            "protocols_defaulted": float(monitor.protocols_defaulted()),
+            "systemic_loss": monitor.systemic_loss(),
+        }
+        out.update({f"debtrank_{n}": float(v) for n, v in monitor.debtrank.items()})
+        return out

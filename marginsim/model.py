@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from fractions import Fraction
 
 import mesa
 import numpy as np
@@ -44,9 +45,12 @@ from marginsim.market.exogenous import apply_fundamental_jumps, make_driver
 from marginsim.market.oracle import OracleSet, make_oracle
 from marginsim.market.view import MarketView
 from marginsim.metrics import MetricsRecorder
+from marginsim.protocols.bridge import BRIDGE_COLUMNS, Bridge
 from marginsim.protocols.cdp import AUCTION_COLUMNS, CdpProtocol
+from marginsim.protocols.contagion import ContagionMonitor
 from marginsim.protocols.events import LIQUIDATION_COLUMNS
-from marginsim.protocols.lending import LendingPool
+from marginsim.protocols.lending import RAY, LendingPool
+from marginsim.protocols.network import EdgeKind, ProtocolNetwork
 from marginsim.protocols.perp import PerpContract, PerpVenue
 from marginsim.protocols.view import ProtocolsView
 from marginsim.rng import RandomStreams
@@ -180,6 +184,9 @@ class MarginModel(mesa.Model):
         # receipt and debt tokens per reserve.
         assets += [AssetSpec(f"LP-{p.id}", 9) for p in sc.amms]
         decimals = {a.symbol: a.decimals for a in sc.assets}
+        # A reserve may be another pool's receipt token (network collateral edge): it has
+        # its underlying's decimals, resolved through chains of receipt tokens.
+        decimals |= {r: sc.asset_decimals(r) for r in sc.receipt_tokens()}
         for name, proto in sc.protocols.items():
             if isinstance(proto, LendingConfig):
                 assets += LendingPool.derived_assets(name, proto, decimals)
@@ -293,6 +300,9 @@ class MarginModel(mesa.Model):
     def _build_protocols(self) -> None:
         prices = _Prices(self.oracles, self._initial_oracle_prices())
         self.prices = prices
+        self.bridges: dict[str, Bridge] = {
+            b.name: Bridge(self.ledger, b) for b in self.scenario.network.bridges
+        }
         self.lending: dict[str, LendingPool] = {}
         self.cdps: dict[str, CdpProtocol] = {}
         self.perps: dict[str, PerpVenue] = {}
@@ -320,6 +330,46 @@ class MarginModel(mesa.Model):
             k: ins.base for k, ins in enumerate(self.scenario.instruments) if ins.kind == "perp"
         }
         self.protocols_view = ProtocolsView(self.lending, self.cdps, self.perps, perp_bases)
+        self._build_network()
+
+    def _build_network(self) -> None:
+        """The protocol network, the claim-token prices and the contagion monitor.
+
+        A lending reserve that is another pool's receipt token is priced at its oracle
+        (the underlying's) times the issuer's liquidity index, read live; one that is a
+        bridge's wrapped asset at its oracle times the bridge's backing. Both are how a loss
+        at the issuer reaches the holders' health factors (DESIGN.md s. 6).
+        """
+        sc = self.scenario
+        receipts = sc.receipt_tokens()
+        wrapped = {
+            b.wrapped: bridge
+            for b, bridge in zip(sc.network.bridges, self.bridges.values(), strict=True)
+        }
+        #: Ledger asset id of a receipt token -> (issuing pool, underlying symbol).
+        self.receipt_of_asset: dict[int, tuple[LendingPool, str]] = {}
+        for pool_name, (issuer, underlying) in receipts.items():
+            self.receipt_of_asset[self.ledger.asset_id(pool_name)] = (
+                self.lending[issuer],
+                underlying,
+            )
+        for pool in self.lending.values():
+            for symbol in pool.symbols:
+                if symbol in receipts:
+                    issuer = self.lending[receipts[symbol][0]]
+                    pool.set_exchange_rate(symbol, _IndexRate(issuer, receipts[symbol][1]))
+                elif symbol in wrapped:
+                    pool.set_exchange_rate(symbol, wrapped[symbol].backing)
+        self.network = ProtocolNetwork.from_scenario(sc)
+        self.contagion = ContagionMonitor(
+            self.network,
+            self.ledger,
+            self.lending,
+            self.cdps,
+            self.perps,
+            self.bridges,
+            debtrank_every=sc.network.debtrank_every,
+        )
 
     def _endow(self, first: int, count: int, symbol: str, amount: float) -> None:
         """Mint ``amount`` of ``symbol`` to each of ``count`` holders from ``first``.
@@ -331,6 +381,25 @@ class MarginModel(mesa.Model):
         if not units:
             return
         asset = self.ledger.asset_id(symbol)
+        issuer = self.receipt_of_asset.get(asset)
+        if issuer is not None:
+            # A receipt token exists only as a supply to its pool: supply the underlying.
+            pool, underlying = issuer
+            for holder in range(first, first + count):
+                self._endow(holder, 1, underlying, amount)
+                result = pool.supply(holder, underlying, units)
+                if not result.ok:
+                    raise ScenarioError(
+                        [(f"{symbol}", f"supply to {pool.name} refused: {result.reason}")],
+                        "initial endowment",
+                    )
+            return
+        for bridge in self.bridges.values():
+            if asset == bridge.wrapped:
+                # A wrapped asset exists only against the bridge's lock: bridged before t=0.
+                for holder in range(first, first + count):
+                    bridge.genesis(holder, units)
+                return
         if count == 1:
             self.ledger.mint(first, asset, units, "initial endowment")
         else:
@@ -830,6 +899,12 @@ class MarginModel(mesa.Model):
                 notional = float((fills["price_ticks"] * fills["qty_lots"]).sum())
                 row["avg_price"] = notional / filled_lots * spec.tick
             row["mid_after"] = _nan_if_none(self.engine.mid_price(ins))
+        elif shock.kind == "bridge_failure":
+            bridge = self.bridges[str(shock.bridge)]
+            row["instrument"] = bridge.name
+            row["filled"] = bridge.fail(shock.size, self.step_index) / 10 ** (
+                self.ledger.assets[bridge.asset].decimals
+            )
         elif shock.kind == "liquidity_withdrawal":
             for maker in self.market_makers:
                 maker.size_factor = 1.0 - shock.size
@@ -847,6 +922,9 @@ class MarginModel(mesa.Model):
         seconds = self.scenario.run.step_seconds
         for protocol in (*self.lending.values(), *self.cdps.values(), *self.perps.values()):
             protocol.accrue(self.step_index, seconds)
+        for bridge in self.bridges.values():
+            bridge.tick(self.step_index)
+        self.contagion.begin_step()
 
     def _submit(
         self, batch: OrderBatch, margin_checked: bool = False
@@ -1139,11 +1217,10 @@ class MarginModel(mesa.Model):
                 if not result.ok:
                     raise _Refused(result.reason)
                 if not result.received_receipt:
-                    self._submit(
-                        liquidator.after(
-                            self.view, collateral_asset, result.liquidator_received, call.flash
-                        )
+                    asset, units = self._redeem_claims(
+                        liquidator.holder, collateral_asset, result.liquidator_received
                     )
+                    self._submit(liquidator.after(self.view, asset, units, call.flash))
 
             if not call.flash:
                 try:
@@ -1183,14 +1260,36 @@ class MarginModel(mesa.Model):
         self._submit(liquidator.after(self.view, cdp.collateral_asset, taken.collateral_units))
         return 1
 
+    def _redeem_claims(self, holder: int, asset: int, units: int) -> tuple[int, int]:
+        """Redeem seized receipt tokens at their pool, as far as its liquidity allows.
+
+        A liquidator that seized another pool's receipt token withdraws the underlying
+        (through chains of receipt tokens) so that it can sell it; what the issuer's
+        liquidity cannot pay stays with the liquidator as the token. Returns the asset and
+        units to sell.
+        """
+        while asset in self.receipt_of_asset and units > 0:
+            pool, underlying = self.receipt_of_asset[asset]
+            worth = units * pool.liquidity_index_ray(underlying) // RAY
+            amount = min(worth, pool.available_units(underlying))
+            if amount <= 0 or not pool.withdraw(holder, underlying, amount).ok:
+                return asset, 0
+            asset, units = pool.reserve(underlying).asset, amount
+        return asset, units
+
     def phase_settlement(self) -> None:
         """6. Bad debt is recognised (absorbed by reserves, then suppliers); invariants.
 
         Lending pools write off the debt of accounts left without collateral; CDPs record
-        bad debt when an auction ends short, inside the liquidation phase.
+        bad debt when an auction ends short, inside the liquidation phase. A write-off
+        lowers the pool's liquidity index, so every other pool that accepts its receipt token
+        sees its accounts' collateral fall in the next liquidation phase (mechanical
+        contagion); the contagion monitor then records bad debt, defaults, DebtRank and, on a
+        new default, the Eisenberg-Noe clearing (:mod:`marginsim.protocols.contagion`).
         """
         for pool in self.lending.values():
             pool.settle(self.step_index)
+        self.contagion.settle(self.step_index)
         if self.check_invariants:
             self._check_invariants(f"step {self.step_index}")
 
@@ -1214,6 +1313,36 @@ class MarginModel(mesa.Model):
         """Run every step of the scenario."""
         for _ in range(self.scenario.run.steps - self.step_index - 1):
             self.step()
+
+    def network_tables(self) -> dict[str, pd.DataFrame]:
+        """The protocol network's tables at the end of the run.
+
+        ``network_edges`` (source, target, kind, weight; collateral weights are the value
+        posted as collateral now, see :meth:`ContagionMonitor.exposures`), ``network_nodes``
+        (node, type, bad_debt, defaulted, default_step, debtrank, default_wave),
+        ``network_clearing`` (Eisenberg-Noe clearing at each new default),
+        ``network_accounts`` and ``network_collateral`` (the cross-protocol risk monitor),
+        and with bridges ``bridge_events``.
+        """
+        monitor = self.contagion
+        exposures = monitor.exposures()
+        pos = {n: k for k, n in enumerate(monitor.nodes)}
+        for edge in self.network.edges(EdgeKind.COLLATERAL):
+            if edge.source in pos and edge.target in pos:
+                value = float(exposures[pos[edge.source], pos[edge.target]])
+                self.network.set_weight(edge.source, edge.target, EdgeKind.COLLATERAL, value)
+        tables = {
+            "network_edges": self.network.edges_frame(),
+            "network_nodes": monitor.nodes_frame(),
+            "network_clearing": monitor.clearing_frame(),
+            "network_accounts": monitor.accounts_frame(),
+            "network_collateral": monitor.collateral_frame(),
+        }
+        if self.bridges:
+            tables["bridge_events"] = _concat(
+                [b.events_frame() for b in self.bridges.values()], BRIDGE_COLUMNS
+            )
+        return tables
 
     def metrics_frame(self) -> pd.DataFrame:
         """Recorded per-step metrics."""
@@ -1271,6 +1400,7 @@ class MarginModel(mesa.Model):
                 }
             ),
         }
+        tables |= self.network_tables()
         # Adversaries' tables exist only in runs that have them.
         if self.hunters:
             tables["hunter_attacks"] = _concat(
@@ -1281,6 +1411,17 @@ class MarginModel(mesa.Model):
                 self.manipulator.rows, columns=list(ORACLE_ATTACK_COLUMNS)
             ).astype(ORACLE_ATTACK_COLUMNS)
         return tables
+
+
+class _IndexRate:
+    """Exchange rate of a receipt token: its pool's liquidity index, exact, read live."""
+
+    def __init__(self, pool: LendingPool, symbol: str) -> None:
+        self.pool = pool
+        self.symbol = symbol
+
+    def __call__(self) -> Fraction:
+        return Fraction(self.pool.liquidity_index_ray(self.symbol), RAY)
 
 
 def _concat(frames: list[pd.DataFrame], columns: dict[str, object]) -> pd.DataFrame:

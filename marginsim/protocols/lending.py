@@ -1528,6 +1528,25 @@ class LendingPool:
                 raise ValueError(f"holder ids must be in 0..{self.ledger.n_holders - 1}")
         return self._scan(ids, reuse=False)[0]
 
+    def bad_debt_units(self, symbol: str) -> int:
+        """Cumulative bad debt written off in reserve ``symbol``, underlying units."""
+        return self._bad_debt_units[self._by_symbol[symbol].index]
+
+    def reserve_price(self, symbol: str) -> float | None:
+        """The price the pool values ``symbol`` at now (exchange rate included), or None."""
+        return self._price(self._by_symbol[symbol])
+
+    def account_values(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Registered accounts with their debt and collateral values, from one scan.
+
+        Returns:
+            ``(holders, debt_value, collateral_value)`` in the pool's unit of account (NaN
+            for accounts holding an asset without a price), in registration order.
+        """
+        ids = self._accounts[: self._n_accounts].copy()
+        _, debt, coll, *_ = self._scan(ids, reuse=False)
+        return ids, debt, coll
+
     def liquidatable(self) -> LiquidatableAccounts:
         """Every registered account with a health factor below 1, from one fused scan.
 

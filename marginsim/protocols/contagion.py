@@ -1,0 +1,478 @@
+"""Contagion monitor: per-step exposures, bad debt, defaults, DebtRank and clearing of a run.
+
+The model owns one :class:`ContagionMonitor`. It only reads the protocols (the contagion
+itself is mechanical: write-downs of liquidity indexes, stablecoin backing, bridge backing;
+see :mod:`marginsim.protocols.network`) and keeps, for every protocol node (lending pools,
+CDPs, perp venues, bridges):
+
+* **bad debt** (cumulative, in the unit of account, valued at the price of the step in which
+  it was recognised): lending write-offs, CDP bad debt, perp deficits (covered or not), and
+  for a bridge the wrapped supply its lock no longer backs;
+* **default**: the node cannot pay its creditors in full. Lending pool: its suppliers bore a
+  loss (a liquidity index was written down); CDP: uncovered system debt; perp venue: bad debt
+  the insurance fund did not pay; bridge: its lock was hit. ``default_step`` is the first step
+  in that state and ``default_wave`` ranks the distinct default steps (1 = the first);
+* **exposure matrix** ``A[u, v]``: the value of v's claim tokens (receipt tokens, stablecoin,
+  wrapped asset) held in u's liquidity, i.e. posted as collateral in u, at u's own price;
+* **equity** (the buffer before u's creditors lose): lending, the treasury's reserves plus
+  the accounts' collateral above their debt (summed per account, never negative); CDP,
+  collateral value minus debt plus surplus (at least 0); perp, the insurance fund; bridge, 0;
+* **value** (DebtRank's economic weight): lending, supplied value; CDP, stablecoin debt;
+  perp, insurance fund; bridge, wrapped supply value;
+* **DebtRank** of every node (:func:`~marginsim.protocols.network.debtrank` with that node
+  fully distressed) every ``network.debtrank_every`` steps;
+* **Eisenberg-Noe clearing** of the obligations between protocols whenever a node defaults
+  (:meth:`ContagionMonitor.clear`; mapping in its docstring), stored as ``network_clearing``
+  rows with the wave in which each node defaults under the fictitious default algorithm.
+
+Cross-protocol risk monitor: :meth:`ContagionMonitor.accounts_frame` (each holder's combined
+health over the lending pools it uses) and :meth:`ContagionMonitor.collateral_frame` (every
+protocol's exposure to each collateral asset, and the sum across protocols).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from fractions import Fraction
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from marginsim.protocols.lending import RAY, LendingPool
+from marginsim.protocols.network import (
+    NODE_COLUMNS,
+    NodeType,
+    ProtocolNetwork,
+    debtrank,
+    eisenberg_noe,
+)
+
+if TYPE_CHECKING:
+    from marginsim.ledger import Ledger
+    from marginsim.protocols.bridge import Bridge
+    from marginsim.protocols.cdp import CdpProtocol
+    from marginsim.protocols.perp import PerpVenue
+
+__all__ = ["CLEARING_COLUMNS", "ContagionMonitor"]
+
+#: Columns of the ``network_clearing`` table: one row per node each time a default triggers
+#: a clearing (values in the unit of account).
+CLEARING_COLUMNS: dict[str, object] = {
+    "step": np.int64,
+    "node": object,
+    "obligations": np.float64,
+    "external_assets": np.float64,
+    "payment": np.float64,
+    "wave": np.int64,
+}
+
+
+def _fin(x: float | None) -> float:
+    return 0.0 if x is None or not math.isfinite(x) else float(x)
+
+
+class ContagionMonitor:
+    """Reads the protocols of a run each step and keeps the network measures.
+
+    Args:
+        network: The run's network (nodes include every protocol and bridge).
+        ledger: The ledger.
+        lending: Lending pools by name.
+        cdps: CDPs by name.
+        perps: Perp venues by name.
+        bridges: Bridges by name.
+        debtrank_every: Steps between DebtRank computations.
+
+    Attributes:
+        nodes: Protocol nodes in order: lending pools, CDPs, perp venues, bridges.
+        bad_debt: Cumulative bad debt value per node.
+        default_step: First step each defaulted node was in default.
+        debtrank: Last DebtRank per node.
+    """
+
+    def __init__(
+        self,
+        network: ProtocolNetwork,
+        ledger: Ledger,
+        lending: Mapping[str, LendingPool],
+        cdps: Mapping[str, CdpProtocol],
+        perps: Mapping[str, PerpVenue],
+        bridges: Mapping[str, Bridge],
+        debtrank_every: int = 1,
+    ) -> None:
+        self.network = network
+        self.ledger = ledger
+        self.lending = dict(lending)
+        self.cdps = dict(cdps)
+        self.perps = dict(perps)
+        self.bridges = dict(bridges)
+        self.debtrank_every = int(debtrank_every)
+        self.nodes = [*self.lending, *self.cdps, *self.perps, *self.bridges]
+        self._pos = {n: k for k, n in enumerate(self.nodes)}
+        self.bad_debt = dict.fromkeys(self.nodes, 0.0)
+        self.default_step: dict[str, int] = {}
+        self.debtrank = dict.fromkeys(self.nodes, 0.0)
+        self._seen_units: dict[tuple[str, str], int] = {}
+        self._index_start: dict[tuple[str, str], int] = {}
+        # Product of the write-down factors of each lending reserve: index / this = par.
+        self._loss_factor: dict[tuple[str, str], Fraction] = {
+            (n, s): Fraction(1) for n, p in self.lending.items() for s in p.symbols
+        }
+        self._cdp_seen = dict.fromkeys(self.cdps, 0)
+        self._perp_seen = dict.fromkeys(self.perps, 0)
+        self._clearing_rows: list[tuple[object, ...]] = []
+        # Ledger asset id -> issuing node, for every claim token another protocol may hold.
+        self.issuer_of_asset: dict[int, str] = {}
+        for name, pool in self.lending.items():
+            for res in pool.reserves:
+                self.issuer_of_asset[res.receipt] = name
+        for name, cdp in self.cdps.items():
+            self.issuer_of_asset[cdp.stable_asset] = name
+        for name, bridge in self.bridges.items():
+            self.issuer_of_asset[bridge.wrapped] = name
+
+    # ------------------------------------------------------------------------------- per step
+    def begin_step(self) -> None:
+        """Remember every liquidity index after accrual (later drops are write-downs)."""
+        for name, pool in self.lending.items():
+            for s in pool.symbols:
+                self._index_start[name, s] = pool.liquidity_index_ray(s)
+
+    def settle(self, step: int) -> list[str]:
+        """Update bad debt, defaults, DebtRank and (on a new default) the clearing.
+
+        Returns:
+            Nodes that defaulted in this step.
+        """
+        newly: list[str] = []
+        for name, pool in self.lending.items():
+            hit = False
+            for res in pool.reserves:
+                s = res.symbol
+                units = pool.bad_debt_units(s)
+                seen = self._seen_units.get((name, s), 0)
+                if units > seen:
+                    price = _fin(pool.reserve_price(s))
+                    self.bad_debt[name] += (units - seen) / res.unit * price
+                    self._seen_units[name, s] = units
+                now = pool.liquidity_index_ray(s)
+                start = self._index_start.get((name, s), now)
+                if now < start:
+                    self._loss_factor[name, s] *= Fraction(now, start)
+                    hit = True
+            if hit and name not in self.default_step:
+                newly.append(name)
+        for name, cdp in self.cdps.items():
+            totals = cdp._totals  # read-only: the CDP's own running totals
+            unit = 10.0 ** self.ledger.assets[cdp.stable_asset].decimals
+            bad = int(totals["bad_debt"])
+            self.bad_debt[name] += (bad - self._cdp_seen[name]) / unit
+            self._cdp_seen[name] = bad
+            if totals["system_debt"] > 0 and name not in self.default_step:
+                newly.append(name)
+        for name, venue in self.perps.items():
+            deficits = int(venue._deficits_covered + venue._uncovered)
+            self.bad_debt[name] += (deficits - self._perp_seen[name]) / float(venue.unit)
+            self._perp_seen[name] = deficits
+            if venue._uncovered > 0 and name not in self.default_step:
+                newly.append(name)
+        for name, bridge in self.bridges.items():
+            if bridge.failed_step >= 0:
+                unit = 10.0 ** self.ledger.assets[bridge.wrapped].decimals
+                unbacked = self.ledger.supply(bridge.wrapped) * (1 - bridge.backing()) / unit
+                self.bad_debt[name] = float(unbacked) * self._wrapped_price(bridge)
+                if name not in self.default_step:
+                    newly.append(name)
+        for name in newly:
+            self.default_step[name] = step
+        if newly:
+            self.clear(step)
+        if step % self.debtrank_every == 0:
+            A, E, V = self.exposures(), self.equity(), self.values()
+            for k, name in enumerate(self.nodes):
+                self.debtrank[name] = debtrank(A, E, [k], V).debtrank
+        return newly
+
+    # ------------------------------------------------------------------------------- balance sheets
+    def _wrapped_price(self, bridge: Bridge) -> float:
+        """Underlying price of a bridge's wrapped asset, from the first pool that lists it."""
+        symbol = self.ledger.assets[bridge.wrapped].symbol
+        for pool in self.lending.values():
+            if symbol in pool.symbols:
+                p = pool.reserve_price(symbol)
+                b = float(bridge.backing())
+                return _fin(p) / b if p is not None and b > 0 else 0.0
+        return 1.0
+
+    def exposures(self) -> np.ndarray:
+        """``A[u, v]``: value of v's claim tokens held in u's liquidity, at u's price."""
+        n = len(self.nodes)
+        A = np.zeros((n, n))
+        for u, pool in self.lending.items():
+            for res in pool.reserves:
+                v = self.issuer_of_asset.get(res.asset)
+                if v is None or v == u:
+                    continue
+                units = self.ledger.balance(pool.liquidity_holder, res.asset)
+                A[self._pos[u], self._pos[v]] += (
+                    units / res.unit * _fin(pool.reserve_price(res.symbol))
+                )
+        return A
+
+    def equity(self) -> np.ndarray:
+        """Each node's buffer before its creditors lose (see the module docstring)."""
+        out = np.zeros(len(self.nodes))
+        for name, pool in self.lending.items():
+            _, debt, coll = pool.account_values()
+            cushion = np.nansum(np.maximum(coll - debt, 0.0))
+            reserves = 0.0
+            for res in pool.reserves:
+                t = self.ledger.balance(pool.treasury_holder, res.receipt)
+                underlying = t * pool.liquidity_index_ray(res.symbol) // RAY
+                reserves += underlying / res.unit * _fin(pool.reserve_price(res.symbol))
+            out[self._pos[name]] = cushion + reserves
+        for name, cdp in self.cdps.items():
+            m = cdp.metrics()
+            price = _fin(cdp.oracle_price())
+            out[self._pos[name]] = max(0.0, m["collateral"] * price - m["debt"] + m["surplus"])
+        for name, venue in self.perps.items():
+            out[self._pos[name]] = venue._insurance_units / float(venue.unit)
+        return out
+
+    def values(self) -> np.ndarray:
+        """Economic value of each node (DebtRank weights, see the module docstring)."""
+        out = np.zeros(len(self.nodes))
+        for name, pool in self.lending.items():
+            total = 0.0
+            for res in pool.reserves:
+                units = pool.total_supplied_units(res.symbol)
+                total += units / res.unit * _fin(pool.reserve_price(res.symbol))
+            out[self._pos[name]] = total
+        for name, cdp in self.cdps.items():
+            out[self._pos[name]] = (
+                cdp._totals["debt"] / 10.0 ** self.ledger.assets[cdp.stable_asset].decimals
+            )
+        for name, venue in self.perps.items():
+            out[self._pos[name]] = venue._insurance_units / float(venue.unit)
+        for name, bridge in self.bridges.items():
+            unit = 10.0 ** self.ledger.assets[bridge.wrapped].decimals
+            out[self._pos[name]] = (
+                self.ledger.supply(bridge.wrapped) / unit * self._wrapped_price(bridge)
+            )
+        return out
+
+    def clear(self, step: int) -> None:
+        """Eisenberg-Noe clearing of the protocols' obligations to each other, now.
+
+        Mapping of balance sheets (values in the unit of account, at this step's prices):
+
+        * Lending pool w owes every holder of its receipt tokens their **par** value (scaled
+          balance x the index before any write-down x price). ``L[w, u]`` is the par value
+          of w's receipt tokens held by u's liquidity and treasury (u "deposited in" w: its
+          borrowers posted them as collateral in u); the rest is w's external liability.
+          Its external assets are the liquidity of reserves that are not claims on another
+          node plus, for each borrower, min(debt value, collateral value) (what the loan
+          can still recover).
+        * CDP c owes the stablecoin's holders par (1 per unit; the surplus buffer, held by
+          c itself, excluded); ``L[c, u]`` is the stablecoin held in u's liquidity. External
+          assets: vault collateral at the oracle price plus the surplus.
+        * Bridge b owes par of its wrapped supply (at the underlying's price); ``L[b, u]``
+          is the wrapped asset in u's liquidity. External assets: the lock at that price.
+        * Perp venues owe no protocol and are left out (payment = obligations = 0).
+
+        The clearing vector, and the wave of the fictitious default algorithm in which each
+        node defaults, are appended to the ``network_clearing`` rows.
+        """
+        n = len(self.nodes)
+        L = np.zeros((n, n))
+        b = np.zeros(n)
+        e = np.zeros(n)
+        internal = {}
+        for u, pool in self.lending.items():
+            internal[pool.liquidity_holder] = u
+            internal[pool.treasury_holder] = u
+        for w, pool in self.lending.items():
+            i = self._pos[w]
+            for res in pool.reserves:
+                price = self._underlying_price(pool, res.symbol)
+                par = (
+                    pool.liquidity_index_ray(res.symbol)
+                    / RAY
+                    / float(self._loss_factor[w, res.symbol])
+                )
+                unit_par = par / res.unit * price
+                supply = self.ledger.supply(res.receipt)
+                held = 0
+                for holder, u in internal.items():
+                    if u == w:
+                        continue
+                    units = self.ledger.balance(holder, res.receipt)
+                    if units:
+                        L[i, self._pos[u]] += units * unit_par
+                        held += units
+                b[i] += (supply - held) * unit_par
+                if res.asset not in self.issuer_of_asset:
+                    avail = pool.available_units(res.symbol)
+                    e[i] += avail / res.unit * _fin(pool.reserve_price(res.symbol))
+            _, debt, coll = pool.account_values()
+            e[i] += float(np.nansum(np.minimum(debt, coll)))
+        for c, cdp in self.cdps.items():
+            i = self._pos[c]
+            unit = 10.0 ** self.ledger.assets[cdp.stable_asset].decimals
+            supply = self.ledger.supply(cdp.stable_asset)
+            surplus = self.ledger.balance(cdp.surplus_holder, cdp.stable_asset)
+            held = 0
+            for holder, u in internal.items():
+                units = self.ledger.balance(holder, cdp.stable_asset)
+                if units:
+                    L[i, self._pos[u]] += units / unit
+                    held += units
+            b[i] += (supply - surplus - held) / unit
+            m = cdp.metrics()
+            e[i] += m["collateral"] * _fin(cdp.oracle_price()) + m["surplus"]
+        for name, bridge in self.bridges.items():
+            i = self._pos[name]
+            unit = 10.0 ** self.ledger.assets[bridge.wrapped].decimals
+            price = self._wrapped_price(bridge)
+            held = 0
+            for holder, u in internal.items():
+                units = self.ledger.balance(holder, bridge.wrapped)
+                if units:
+                    L[i, self._pos[u]] += units / unit * price
+                    held += units
+            b[i] += (self.ledger.supply(bridge.wrapped) - held) / unit * price
+            e[i] += bridge.locked_units / unit * price
+        np.fill_diagonal(L, 0.0)
+        result = eisenberg_noe(np.maximum(L, 0.0), np.maximum(e, 0.0), np.maximum(b, 0.0))
+        for k, name in enumerate(self.nodes):
+            self._clearing_rows.append(
+                (
+                    step,
+                    name,
+                    float(result.obligations[k]),
+                    float(e[k]),
+                    float(result.payments[k]),
+                    int(result.wave[k]),
+                )
+            )
+
+    def _underlying_price(self, pool: LendingPool, symbol: str) -> float:
+        """The price of a reserve (a claim token's own exchange rate included)."""
+        return _fin(pool.reserve_price(symbol))
+
+    # ------------------------------------------------------------------------------- measures
+    def contagion_reach(self) -> int:
+        """Protocol nodes with any bad debt."""
+        return sum(1 for x in self.bad_debt.values() if x > 0)
+
+    def protocols_defaulted(self) -> int:
+        """Protocol nodes in default."""
+        return len(self.default_step)
+
+    def systemic_loss(self) -> float:
+        """Total bad debt value of all protocol nodes."""
+        return float(sum(self.bad_debt.values()))
+
+    def default_waves(self) -> dict[str, int]:
+        """Wave of each defaulted node: rank of its default step among the distinct ones."""
+        steps = sorted(set(self.default_step.values()))
+        rank = {s: k + 1 for k, s in enumerate(steps)}
+        return {n: rank[s] for n, s in self.default_step.items()}
+
+    # ------------------------------------------------------------------------------- tables
+    def nodes_frame(self) -> pd.DataFrame:
+        """The ``network_nodes`` table: every network node, state at the end of the run.
+
+        Columns :data:`~marginsim.protocols.network.NODE_COLUMNS` then ``default_wave`` (0
+        when not in default). Books, AMM pools and oracles have no balance sheet here: bad
+        debt 0, never in default, DebtRank 0.
+        """
+        waves = self.default_waves()
+        rows = []
+        for node in self.network.nodes:
+            rows.append(
+                (
+                    node,
+                    self.network.node_type(node).value,
+                    float(self.bad_debt.get(node, 0.0)),
+                    node in self.default_step,
+                    int(self.default_step.get(node, -1)),
+                    float(self.debtrank.get(node, 0.0)),
+                    int(waves.get(node, 0)),
+                )
+            )
+        columns = {**NODE_COLUMNS, "default_wave": np.int64}
+        return pd.DataFrame(rows, columns=list(columns)).astype(columns)
+
+    def clearing_frame(self) -> pd.DataFrame:
+        """The ``network_clearing`` table (:data:`CLEARING_COLUMNS`)."""
+        return pd.DataFrame(self._clearing_rows, columns=list(CLEARING_COLUMNS)).astype(
+            CLEARING_COLUMNS
+        )
+
+    def accounts_frame(self) -> pd.DataFrame:
+        """Cross-protocol risk monitor, per holder with debt on at least one lending pool.
+
+        Columns: ``holder``, ``protocols`` (how many pools it owes), ``debt_value``,
+        ``collateral_value`` (sums over pools) and ``combined_health`` = collateral / debt
+        over all its pools (unweighted by thresholds: how far the whole book of the holder
+        is from insolvency, not any one pool's liquidation rule).
+        """
+        parts = []
+        for pool in self.lending.values():
+            ids, debt, coll = pool.account_values()
+            keep = debt > 0
+            parts.append(pd.DataFrame({"holder": ids[keep], "d": debt[keep], "c": coll[keep]}))
+        if not parts or not any(len(p) for p in parts):
+            return pd.DataFrame(
+                {
+                    "holder": pd.Series([], dtype=np.int64),
+                    "protocols": pd.Series([], dtype=np.int64),
+                    "debt_value": pd.Series([], dtype=np.float64),
+                    "collateral_value": pd.Series([], dtype=np.float64),
+                    "combined_health": pd.Series([], dtype=np.float64),
+                }
+            )
+        df = pd.concat(parts, ignore_index=True)
+        g = df.groupby("holder", sort=True)
+        out = pd.DataFrame(
+            {
+                "protocols": g.size().astype(np.int64),
+                "debt_value": g["d"].sum(),
+                "collateral_value": g["c"].sum(),
+            }
+        ).reset_index()
+        out["combined_health"] = out["collateral_value"] / out["debt_value"]
+        return out
+
+    def collateral_frame(self) -> pd.DataFrame:
+        """Integrated exposure of the protocols to each collateral asset.
+
+        One row per (protocol, asset) with collateral posted in a lending pool
+        (``value`` at the pool's price) or locked in a CDP's vaults, plus rows with
+        protocol ``"*"`` summing each asset over all protocols.
+        """
+        rows = []
+        for name, pool in self.lending.items():
+            for res in pool.reserves:
+                if res.liquidation_threshold <= 0:
+                    continue
+                units = pool.total_supplied_units(res.symbol)
+                value = units / res.unit * _fin(pool.reserve_price(res.symbol))
+                rows.append((name, res.symbol, value))
+        for name, cdp in self.cdps.items():
+            m = cdp.metrics()
+            symbol = self.ledger.assets[cdp.collateral_asset].symbol
+            rows.append((name, symbol, m["collateral"] * _fin(cdp.oracle_price())))
+        df = pd.DataFrame(rows, columns=["protocol", "asset", "value"])
+        if len(df):
+            total = df.groupby("asset", sort=True)["value"].sum().reset_index()
+            total.insert(0, "protocol", "*")
+            df = pd.concat([df, total], ignore_index=True)
+        return df.astype({"protocol": object, "asset": object, "value": np.float64})
+
+    def node_type(self, name: str) -> NodeType:
+        """Type of a protocol node."""
+        return self.network.node_type(name)
