@@ -856,6 +856,8 @@ class MarginModel(mesa.Model):
                 maker.size_factor = 1.0
         for shock in self.shocks_by_step.get(t, []):
             self._fire_shock(shock)
+        if t in self.shocks_by_step:
+            self.contagion.observe(t)
 
     def _fire_shock(self, shock: ShockConfig) -> None:
         row: dict[str, object] = {
@@ -1127,6 +1129,8 @@ class MarginModel(mesa.Model):
                 for venue in self.perps.values():
                     venue.update_mark(self.step_index)
             done = sum(self._liquidate_perps(venue) for venue in self.perps.values())
+            if done:
+                self.contagion.observe(self.step_index)
             done += self._liquidator_round()
             if done == 0:
                 break
@@ -1164,6 +1168,7 @@ class MarginModel(mesa.Model):
                     self.gas_paid_units += fee
                 self.liquidation_calls += 1
                 done += self._execute(liquidator, call)
+                self.contagion.observe(self.step_index)
         return done
 
     def _liquidate_perps(self, venue: PerpVenue) -> int:
@@ -1317,15 +1322,16 @@ class MarginModel(mesa.Model):
     def network_tables(self) -> dict[str, pd.DataFrame]:
         """The protocol network's tables at the end of the run.
 
-        ``network_edges`` (source, target, kind, weight; collateral weights are the value
-        posted as collateral now, see :meth:`ContagionMonitor.exposures`), ``network_nodes``
+        ``network_edges`` (source, target, kind, weight; a collateral weight is the largest
+        value posted as collateral along that edge during the run, see
+        :meth:`ContagionMonitor.exposures`; other kinds weigh 1), ``network_nodes``
         (node, type, bad_debt, defaulted, default_step, debtrank, default_wave),
         ``network_clearing`` (Eisenberg-Noe clearing at each new default),
         ``network_accounts`` and ``network_collateral`` (the cross-protocol risk monitor),
         and with bridges ``bridge_events``.
         """
         monitor = self.contagion
-        exposures = monitor.exposures()
+        exposures = np.maximum(monitor.peak_exposure, monitor.exposures())
         pos = {n: k for k, n in enumerate(monitor.nodes)}
         for edge in self.network.edges(EdgeKind.COLLATERAL):
             if edge.source in pos and edge.target in pos:

@@ -11,7 +11,9 @@ CDPs, perp venues, bridges):
 * **default**: the node cannot pay its creditors in full. Lending pool: its suppliers bore a
   loss (a liquidity index was written down); CDP: uncovered system debt; perp venue: bad debt
   the insurance fund did not pay; bridge: its lock was hit. ``default_step`` is the first step
-  in that state and ``default_wave`` ranks the distinct default steps (1 = the first);
+  in that state and ``default_wave`` ranks the observations (after each shock and each
+  liquidation call) in which nodes were first seen in default (1 = the first; a write-down
+  and the liquidation it causes through the receipt token are two waves);
 * **exposure matrix** ``A[u, v]``: the value of v's claim tokens (receipt tokens, stablecoin,
   wrapped asset) held in u's liquidity, i.e. posted as collateral in u, at u's own price;
 * **equity** (the buffer before u's creditors lose): lending, the treasury's reserves plus
@@ -114,6 +116,7 @@ class ContagionMonitor:
         self.bad_debt = dict.fromkeys(self.nodes, 0.0)
         self.default_step: dict[str, int] = {}
         self.debtrank = dict.fromkeys(self.nodes, 0.0)
+        self.peak_debtrank = dict.fromkeys(self.nodes, 0.0)
         self._seen_units: dict[tuple[str, str], int] = {}
         self._index_start: dict[tuple[str, str], int] = {}
         # Product of the write-down factors of each lending reserve: index / this = par.
@@ -123,6 +126,10 @@ class ContagionMonitor:
         self._cdp_seen = dict.fromkeys(self.cdps, 0)
         self._perp_seen = dict.fromkeys(self.perps, 0)
         self._clearing_rows: list[tuple[object, ...]] = []
+        self._first_seen: dict[str, tuple[int, int]] = {}
+        self._observations = 0
+        #: Largest value of each collateral exposure seen (the network_edges weights).
+        self.peak_exposure = np.zeros((len(self.nodes), len(self.nodes)))
         # Ledger asset id -> issuing node, for every claim token another protocol may hold.
         self.issuer_of_asset: dict[int, str] = {}
         for name, pool in self.lending.items():
@@ -140,15 +147,40 @@ class ContagionMonitor:
             for s in pool.symbols:
                 self._index_start[name, s] = pool.liquidity_index_ray(s)
 
+    def observe(self, step: int) -> None:
+        """Note the protocols found in default now (after a shock or a liquidation call).
+
+        The model calls this after the shocks of a step and after every liquidation call,
+        so that defaults that follow each other within one step (a write-down, then the
+        liquidations it causes through the receipt token) keep their order: waves rank the
+        observations.
+        """
+        self._observations += 1
+        for name in self._in_default():
+            self._first_seen.setdefault(name, (step, self._observations))
+
+    def _in_default(self) -> list[str]:
+        out = []
+        for name, pool in self.lending.items():
+            for s in pool.symbols:
+                start = self._index_start.get((name, s))
+                if start is not None and pool.liquidity_index_ray(s) < start:
+                    out.append(name)
+                    break
+        out += [n for n, c in self.cdps.items() if c._totals["system_debt"] > 0]
+        out += [n for n, v in self.perps.items() if v._uncovered > 0]
+        out += [n for n, b in self.bridges.items() if b.failed_step >= 0]
+        return [n for n in out if n not in self.default_step]
+
     def settle(self, step: int) -> list[str]:
         """Update bad debt, defaults, DebtRank and (on a new default) the clearing.
 
         Returns:
             Nodes that defaulted in this step.
         """
-        newly: list[str] = []
+        self.observe(step)
+        newly = [n for n in self._first_seen if n not in self.default_step]
         for name, pool in self.lending.items():
-            hit = False
             for res in pool.reserves:
                 s = res.symbol
                 units = pool.bad_debt_units(s)
@@ -161,38 +193,31 @@ class ContagionMonitor:
                 start = self._index_start.get((name, s), now)
                 if now < start:
                     self._loss_factor[name, s] *= Fraction(now, start)
-                    hit = True
-            if hit and name not in self.default_step:
-                newly.append(name)
         for name, cdp in self.cdps.items():
             totals = cdp._totals  # read-only: the CDP's own running totals
             unit = 10.0 ** self.ledger.assets[cdp.stable_asset].decimals
             bad = int(totals["bad_debt"])
             self.bad_debt[name] += (bad - self._cdp_seen[name]) / unit
             self._cdp_seen[name] = bad
-            if totals["system_debt"] > 0 and name not in self.default_step:
-                newly.append(name)
         for name, venue in self.perps.items():
             deficits = int(venue._deficits_covered + venue._uncovered)
             self.bad_debt[name] += (deficits - self._perp_seen[name]) / float(venue.unit)
             self._perp_seen[name] = deficits
-            if venue._uncovered > 0 and name not in self.default_step:
-                newly.append(name)
         for name, bridge in self.bridges.items():
             if bridge.failed_step >= 0:
                 unit = 10.0 ** self.ledger.assets[bridge.wrapped].decimals
                 unbacked = self.ledger.supply(bridge.wrapped) * (1 - bridge.backing()) / unit
                 self.bad_debt[name] = float(unbacked) * self._wrapped_price(bridge)
-                if name not in self.default_step:
-                    newly.append(name)
         for name in newly:
             self.default_step[name] = step
         if newly:
             self.clear(step)
         if step % self.debtrank_every == 0:
             A, E, V = self.exposures(), self.equity(), self.values()
+            np.maximum(self.peak_exposure, A, out=self.peak_exposure)
             for k, name in enumerate(self.nodes):
                 self.debtrank[name] = debtrank(A, E, [k], V).debtrank
+                self.peak_debtrank[name] = max(self.peak_debtrank[name], self.debtrank[name])
         return newly
 
     # ------------------------------------------------------------------------------- balance sheets
@@ -266,86 +291,85 @@ class ContagionMonitor:
     def clear(self, step: int) -> None:
         """Eisenberg-Noe clearing of the protocols' obligations to each other, now.
 
-        Mapping of balance sheets (values in the unit of account, at this step's prices):
+        Mapping of balance sheets to ``(L, e, b)`` (values in the unit of account, at this
+        step's prices). Each borrower is **netted**: its collateral is neither an obligation
+        of the protocol nor an asset of it; the loan counts as ``min(debt, collateral)``, what
+        it recovers (repaid in full, or the collateral kept). So a borrower whose collateral
+        is another protocol's token carries that protocol's loss through the collateral's
+        current price, not through ``L`` (that channel is the mechanical write-down).
 
-        * Lending pool w owes every holder of its receipt tokens their **par** value (scaled
-          balance x the index before any write-down x price). ``L[w, u]`` is the par value
-          of w's receipt tokens held by u's liquidity and treasury (u "deposited in" w: its
-          borrowers posted them as collateral in u); the rest is w's external liability.
-          Its external assets are the liquidity of reserves that are not claims on another
-          node plus, for each borrower, min(debt value, collateral value) (what the loan
-          can still recover).
-        * CDP c owes the stablecoin's holders par (1 per unit; the surplus buffer, held by
-          c itself, excluded); ``L[c, u]`` is the stablecoin held in u's liquidity. External
-          assets: vault collateral at the oracle price plus the surplus.
-        * Bridge b owes par of its wrapped supply (at the underlying's price); ``L[b, u]``
-          is the wrapped asset in u's liquidity. External assets: the lock at that price.
-        * Perp venues owe no protocol and are left out (payment = obligations = 0).
+        * Lending pool w. Obligations: the **par** value (scaled balance x the liquidity
+          index before any write-down x price) of its receipt tokens, except those held by
+          its own borrowers and its own treasury. ``L[w, u]`` is the part held by protocol
+          u's treasury (u deposited in w with its own money); the rest is external, ``b_w``.
+          External assets: the liquidity of every reserve at its price minus, per borrower,
+          ``max(collateral - debt, 0)`` (the collateral beyond the loan, which belongs to the
+          borrower).
+        * CDP c. Obligations: its stablecoin supply at par 1, less its own surplus; ``L[c,
+          u]`` is the stablecoin in u's treasury. External assets: min(vault debt, vault
+          collateral value) plus the surplus.
+        * Bridge b. Obligations: the wrapped supply at the underlying's price (``L[b, u]``:
+          held by u's treasury). External assets: the lock at that price.
+        * Perp venues owe no protocol and are left out (obligations 0).
 
-        The clearing vector, and the wave of the fictitious default algorithm in which each
-        node defaults, are appended to the ``network_clearing`` rows.
+        The clearing vector and the wave of the fictitious default algorithm in which each
+        node defaults are appended to the ``network_clearing`` rows.
         """
         n = len(self.nodes)
         L = np.zeros((n, n))
         b = np.zeros(n)
         e = np.zeros(n)
-        internal = {}
-        for u, pool in self.lending.items():
-            internal[pool.liquidity_holder] = u
-            internal[pool.treasury_holder] = u
+        treasuries = {pool.treasury_holder: u for u, pool in self.lending.items()}
+        balances = self.ledger.balances
         for w, pool in self.lending.items():
             i = self._pos[w]
+            ids, debt, coll = pool.account_values()
+            borrowers = ids[debt > 0]
             for res in pool.reserves:
-                price = self._underlying_price(pool, res.symbol)
-                par = (
-                    pool.liquidity_index_ray(res.symbol)
-                    / RAY
-                    / float(self._loss_factor[w, res.symbol])
-                )
+                price = _fin(pool.reserve_price(res.symbol))
+                par = pool.liquidity_index_ray(res.symbol) / RAY
+                par /= float(self._loss_factor[w, res.symbol])
                 unit_par = par / res.unit * price
-                supply = self.ledger.supply(res.receipt)
-                held = 0
-                for holder, u in internal.items():
-                    if u == w:
-                        continue
-                    units = self.ledger.balance(holder, res.receipt)
+                owed = self.ledger.supply(res.receipt)
+                owed -= int(balances[borrowers, res.receipt].sum())
+                owed -= self.ledger.balance(pool.treasury_holder, res.receipt)
+                for holder, u in treasuries.items():
+                    units = self.ledger.balance(holder, res.receipt) if u != w else 0
                     if units:
                         L[i, self._pos[u]] += units * unit_par
-                        held += units
-                b[i] += (supply - held) * unit_par
-                if res.asset not in self.issuer_of_asset:
-                    avail = pool.available_units(res.symbol)
-                    e[i] += avail / res.unit * _fin(pool.reserve_price(res.symbol))
-            _, debt, coll = pool.account_values()
-            e[i] += float(np.nansum(np.minimum(debt, coll)))
+                        owed -= units
+                b[i] += max(owed, 0) * unit_par
+                e[i] += pool.available_units(res.symbol) / res.unit * price
+            excess = np.maximum(coll - debt, 0.0)[debt > 0]
+            e[i] -= float(np.nansum(excess))
         for c, cdp in self.cdps.items():
             i = self._pos[c]
             unit = 10.0 ** self.ledger.assets[cdp.stable_asset].decimals
-            supply = self.ledger.supply(cdp.stable_asset)
-            surplus = self.ledger.balance(cdp.surplus_holder, cdp.stable_asset)
-            held = 0
-            for holder, u in internal.items():
+            owed = self.ledger.supply(cdp.stable_asset)
+            owed -= self.ledger.balance(cdp.surplus_holder, cdp.stable_asset)
+            for holder, u in treasuries.items():
                 units = self.ledger.balance(holder, cdp.stable_asset)
                 if units:
                     L[i, self._pos[u]] += units / unit
-                    held += units
-            b[i] += (supply - surplus - held) / unit
+                    owed -= units
+            b[i] += max(owed, 0) / unit
             m = cdp.metrics()
-            e[i] += m["collateral"] * _fin(cdp.oracle_price()) + m["surplus"]
+            e[i] += min(m["debt"], m["collateral"] * _fin(cdp.oracle_price())) + m["surplus"]
         for name, bridge in self.bridges.items():
             i = self._pos[name]
             unit = 10.0 ** self.ledger.assets[bridge.wrapped].decimals
             price = self._wrapped_price(bridge)
-            held = 0
-            for holder, u in internal.items():
+            owed = self.ledger.supply(bridge.wrapped)
+            for holder, u in treasuries.items():
                 units = self.ledger.balance(holder, bridge.wrapped)
                 if units:
                     L[i, self._pos[u]] += units / unit * price
-                    held += units
-            b[i] += (self.ledger.supply(bridge.wrapped) - held) / unit * price
+                    owed -= units
+            b[i] += max(owed, 0) / unit * price
             e[i] += bridge.locked_units / unit * price
         np.fill_diagonal(L, 0.0)
-        result = eisenberg_noe(np.maximum(L, 0.0), np.maximum(e, 0.0), np.maximum(b, 0.0))
+        e = np.maximum(e, 0.0)
+        result = eisenberg_noe(np.maximum(L, 0.0), e, np.maximum(b, 0.0))
         for k, name in enumerate(self.nodes):
             self._clearing_rows.append(
                 (
@@ -376,17 +400,22 @@ class ContagionMonitor:
         return float(sum(self.bad_debt.values()))
 
     def default_waves(self) -> dict[str, int]:
-        """Wave of each defaulted node: rank of its default step among the distinct ones."""
-        steps = sorted(set(self.default_step.values()))
-        rank = {s: k + 1 for k, s in enumerate(steps)}
-        return {n: rank[s] for n, s in self.default_step.items()}
+        """Wave of each defaulted node (1 = the first).
+
+        The rank of the observation (:meth:`observe`) in which it was first seen in default
+        among the distinct ones: nodes seen together share a wave.
+        """
+        seen = {n: self._first_seen[n] for n in self.default_step}
+        rank = {s: k + 1 for k, s in enumerate(sorted(set(seen.values())))}
+        return {n: rank[s] for n, s in seen.items()}
 
     # ------------------------------------------------------------------------------- tables
     def nodes_frame(self) -> pd.DataFrame:
         """The ``network_nodes`` table: every network node, state at the end of the run.
 
         Columns :data:`~marginsim.protocols.network.NODE_COLUMNS` then ``default_wave`` (0
-        when not in default). Books, AMM pools and oracles have no balance sheet here: bad
+        when not in default). ``debtrank`` is the largest DebtRank the node had during the
+        run (the per-step values are the metrics columns ``debtrank_<node>``). Books, AMM pools and oracles have no balance sheet here: bad
         debt 0, never in default, DebtRank 0.
         """
         waves = self.default_waves()
@@ -399,7 +428,7 @@ class ContagionMonitor:
                     float(self.bad_debt.get(node, 0.0)),
                     node in self.default_step,
                     int(self.default_step.get(node, -1)),
-                    float(self.debtrank.get(node, 0.0)),
+                    float(self.peak_debtrank.get(node, 0.0)),
                     int(waves.get(node, 0)),
                 )
             )
