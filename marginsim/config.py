@@ -1781,6 +1781,7 @@ def _without_invalid_values(data: dict[str, Any], exc: ValidationError) -> dict[
     import copy
 
     repaired = copy.deepcopy(data)
+    removed = False
     for err in exc.errors(include_url=False):
         if err["type"] == "missing":
             return None
@@ -1794,9 +1795,12 @@ def _without_invalid_values(data: dict[str, Any], exc: ValidationError) -> dict[
                 break
         if isinstance(node, dict) and loc and loc[-1] in node:
             del node[loc[-1]]
+            removed = True
         elif not loc:
             return None
-    return repaired
+    # Nothing could be dropped (e.g. a whole list item failed its own check): a second pass
+    # would fail the same way forever.
+    return repaired if removed else None
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
