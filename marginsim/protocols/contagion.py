@@ -415,8 +415,9 @@ class ContagionMonitor:
 
         Columns :data:`~marginsim.protocols.network.NODE_COLUMNS` then ``default_wave`` (0
         when not in default). ``debtrank`` is the largest DebtRank the node had during the
-        run (the per-step values are the metrics columns ``debtrank_<node>``). Books, AMM pools and oracles have no balance sheet here: bad
-        debt 0, never in default, DebtRank 0.
+        run (the per-step values are the metrics columns ``debtrank_<node>``). Books, AMM
+        pools and oracles have no balance sheet here: bad debt 0, never in default,
+        DebtRank 0.
         """
         waves = self.default_waves()
         rows = []

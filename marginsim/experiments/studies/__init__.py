@@ -62,6 +62,25 @@ _STUDIES: tuple[Study, ...] = (
         ),
         target="marginsim.experiments.amplification:amplification_study",
     ),
+    Study(
+        name="contagion-window",
+        description=(
+            "How often and how far a loss at one lending protocol spreads through deposits "
+            "between protocols, against the network's average degree: generated Erdos-Renyi "
+            "networks, one protocol loses its external assets, Eisenberg-Noe clearing "
+            "(contagion_window*.parquet/.csv, contagion_window.png, example_network.png)."
+        ),
+        target="marginsim.experiments.studies.contagion:contagion_window_study",
+    ),
+    Study(
+        name="depeg-contagion",
+        description=(
+            "The `depeg` scenario with k = 0..4 lending pools accepting the failing "
+            "stablecoin as collateral: DAI price, liquidations, bad debt and defaults per k "
+            "(depeg_contagion.parquet/.csv, depeg_contagion.png)."
+        ),
+        target="marginsim.experiments.studies.contagion:depeg_contagion_study",
+    ),
 )
 
 
