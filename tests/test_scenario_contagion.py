@@ -16,9 +16,7 @@ def test_the_loss_travels_bridge_to_corelend_to_midlend_to_edgelend(result):
     nodes = result.events["network_nodes"].set_index("node")
     # 1,000 wWETH were bridged at genesis (two accounts x 500); 75% of the lock is lost.
     events = result.events["bridge_events"]
-    assert events[["step", "event", "amount"]].values.tolist() == [
-        [60, "failure", 750 * 10**9]
-    ]
+    assert events[["step", "event", "amount"]].values.tolist() == [[60, "failure", 750 * 10**9]]
     protocols = ["portal", "corelend", "midlend", "edgelend"]
     assert nodes.loc[protocols, "defaulted"].tolist() == [True] * 4
     assert nodes.loc[protocols, "default_step"].tolist() == [60] * 4

@@ -75,7 +75,8 @@ def test_bridge_and_bridge_shock_are_checked():
     assert fields["network.bridges[1].wrapped"] == "must have the decimals of WETH (9), got 6"
     assert fields["shocks[1].bridge"] == "unknown bridge 'nowhere'; bridges are ['portal', 'leaky']"
     data["shocks"][-1]["size"] = 1.5
-    with pytest.raises(ScenarioError, match=r"shocks\[1\]: a bridge_failure shock needs .bridge. and a size in \(0, 1\]"):
+    expected = r"shocks\[1\]: a bridge_failure shock needs .bridge. and a size in \(0, 1\]"
+    with pytest.raises(ScenarioError, match=expected):
         Scenario(**data)
 
 
