@@ -213,8 +213,12 @@ class ContagionMonitor:
         if newly:
             self.clear(step)
         if step % self.debtrank_every == 0:
-            A, E, V = self.exposures(), self.equity(), self.values()
+            A = self.exposures()
             np.maximum(self.peak_exposure, A, out=self.peak_exposure)
+            if not A.any():  # nobody is exposed to anybody: every DebtRank is 0
+                self.debtrank = dict.fromkeys(self.nodes, 0.0)
+                return newly
+            E, V = self.equity(), self.values()
             for k, name in enumerate(self.nodes):
                 self.debtrank[name] = debtrank(A, E, [k], V).debtrank
                 self.peak_debtrank[name] = max(self.peak_debtrank[name], self.debtrank[name])
