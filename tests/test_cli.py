@@ -33,6 +33,11 @@ def test_run_writes_results_and_prints_summary(tmp_path):
         "events/holders.parquet",
         "events/liquidations.parquet",
         "events/mints.parquet",
+        "events/network_accounts.parquet",
+        "events/network_clearing.parquet",
+        "events/network_collateral.parquet",
+        "events/network_edges.parquet",
+        "events/network_nodes.parquet",
         "events/shocks.parquet",
         "events/swaps.parquet",
         "events/trades.parquet",
@@ -213,7 +218,14 @@ def test_study_list_and_unknown_study(tmp_path):
     from marginsim.__main__ import cli
 
     listed = CliRunner().invoke(cli, ["study", "--list"])
-    assert listed.exit_code == 0 and listed.output.startswith("amplification  How much")
+    assert listed.exit_code == 0
+    # One line per study, names padded to the longest ("contagion-window").
+    assert listed.output.startswith("amplification     How much")
+    assert [line.split()[0] for line in listed.output.splitlines()] == [
+        "amplification",
+        "contagion-window",
+        "depeg-contagion",
+    ]
     unknown = CliRunner().invoke(cli, ["study", "nope", "--out", str(tmp_path)])
     assert unknown.exit_code == 2
     assert "unknown study 'nope'; built-in studies: amplification" in unknown.output
