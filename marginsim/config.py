@@ -323,7 +323,10 @@ class ReserveConfig(_Frozen):
 
     Attributes:
         price: Oracle name the pool values this asset with, or a fixed price in the pool's
-            unit of account (``1.0`` for a USD stablecoin).
+            unit of account (``1.0`` for a USD stablecoin). For a reserve that is another
+            pool's receipt token ``a<SYM>.<pool>`` (or a bridge's wrapped asset) this prices
+            the underlying; the model multiplies it by the issuer's liquidity index (or the
+            bridge's backing), read live.
         ltv: Loan-to-value: share of the collateral value that may be borrowed against
             (0: not usable to borrow against).
         liquidation_threshold: Share of the collateral value counted in the health factor.
