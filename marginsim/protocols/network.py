@@ -266,7 +266,7 @@ class ProtocolNetwork:
             net.add_node(pool.id, NodeType.AMM)
         for name in scenario.oracles:
             net.add_node(name, NodeType.ORACLE)
-        for bridge in getattr(scenario.network, "bridges", []):
+        for bridge in scenario.network.bridges:
             net.add_node(bridge.name, NodeType.BRIDGE)
 
         issuer: dict[str, str] = {}
@@ -278,7 +278,7 @@ class ProtocolNetwork:
                 issuer[proto.stablecoin] = name
         for pool in scenario.amms:
             issuer[f"LP-{pool.id}"] = pool.id
-        for bridge in getattr(scenario.network, "bridges", []):
+        for bridge in scenario.network.bridges:
             issuer[bridge.wrapped] = bridge.name
 
         markets = {i.id for i in scenario.instruments} | {p.id for p in scenario.amms}
