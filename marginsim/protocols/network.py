@@ -241,8 +241,9 @@ class ProtocolNetwork:
           pool (directly or through a median) is exposed to that market;
         * ``liquidity``: a protocol whose collateral (or a perp venue whose contracts) trade on
           a book is exposed to that book: its liquidations sell there;
-        * ``shared_accounts``: two protocols that explicit accounts (``[[accounts]]``) or a
-          population (lending loopers' pool and a perp venue the same traders use) share.
+        * ``shared_accounts`` edges are explicit only: an explicit account or a population
+          uses one protocol in this version, so no pair of protocols shares accounts
+          implicitly.
 
         Args:
             scenario: The validated scenario.
@@ -320,16 +321,6 @@ class ProtocolNetwork:
                 for market in oracle_markets(ref):
                     net.add_edge(name, market, EdgeKind.ORACLE)
 
-        shared: dict[str, set[str]] = {}
-        for acc in scenario.accounts:
-            if acc.protocol is not None:
-                shared.setdefault(acc.id, set()).add(acc.protocol)
-        for protos in shared.values():
-            ordered = sorted(protos)
-            for a in ordered:
-                for b in ordered:
-                    if a != b:
-                        net.add_edge(a, b, EdgeKind.SHARED_ACCOUNTS)
         for e in scenario.network.edges:
             net.add_edge(e.source, e.target, e.kind, e.weight, e.asset)
         return net

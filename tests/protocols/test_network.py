@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from marginsim.experiments.scenarios import load_scenario
 from marginsim.protocols.network import (
@@ -165,3 +167,65 @@ def test_add_edge_checks_its_ends():
         net.add_edge("a", "b", "collateral")
     with pytest.raises(ValueError, match="two different nodes"):
         net.add_edge("a", "a", "oracle")
+
+
+def test_contagion_scenario_graph_has_bridge_receipt_and_explicit_edges():
+    sc = load_scenario("contagion")
+    data = sc.model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["network"]["edges"] = [{"from": "edgelend", "to": "corelend", "kind": "oracle"}]
+    from marginsim.config import Scenario
+
+    net = ProtocolNetwork.from_scenario(Scenario(**data))
+    rows = {(e.source, e.target, e.kind.value, e.asset) for e in net.edges()}
+    assert rows == {
+        ("corelend", "portal", "collateral", "wWETH"),
+        ("midlend", "corelend", "collateral", "aUSDC.corelend"),
+        ("edgelend", "midlend", "collateral", "aUSDC.midlend"),
+        ("edgelend", "corelend", "oracle", None),
+    }
+    assert net.node_type("portal") is NodeType.BRIDGE
+
+
+def test_shared_accounts_edges_are_explicit_and_coexist_with_collateral():
+    from marginsim.config import Scenario
+
+    data = load_scenario("depeg").model_dump(mode="json", by_alias=True, exclude_none=True)
+    # Shared accounts are declared as explicit edges (an account uses one protocol).
+    data["network"]["edges"] = [
+        {"from": "dailend", "to": "maker", "kind": "shared_accounts", "weight": 2.0}
+    ]
+    net = ProtocolNetwork.from_scenario(Scenario(**data))
+    shared = net.edges("shared_accounts")
+    assert [(e.source, e.target, e.weight) for e in shared] == [("dailend", "maker", 2.0)]
+    # Both kinds between the same pair coexist; the collateral weight is the graph weight.
+    assert set(net.graph.edges["dailend", "maker"]["kinds"]) == {
+        EdgeKind.COLLATERAL,
+        EdgeKind.SHARED_ACCOUNTS,
+    }
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(2, 6).flatmap(
+        lambda n: st.tuples(
+            st.lists(st.floats(0, 50), min_size=n * n, max_size=n * n),
+            st.lists(st.floats(0, 50), min_size=n, max_size=n),
+            st.lists(st.floats(0, 50), min_size=n, max_size=n),
+        )
+    )
+)
+def test_clearing_vector_is_a_fixed_point(data):
+    flat, e, b = data
+    n = len(e)
+    L = np.array(flat).reshape(n, n)
+    np.fill_diagonal(L, 0.0)
+    r = eisenberg_noe(L, np.array(e), np.array(b))
+    pbar = r.obligations
+    with np.errstate(invalid="ignore", divide="ignore"):
+        Pi = np.where(pbar[:, None] > 0, L / pbar[:, None], 0.0)
+    # p = min(pbar, e + Pi^T p), 0 <= p <= pbar; defaulters are those paying less; a node's
+    # wave is positive exactly when it defaulted.
+    assert np.all(r.payments >= -1e-9) and np.all(r.payments <= pbar + 1e-9)
+    assert r.payments == pytest.approx(np.minimum(pbar, np.array(e) + Pi.T @ r.payments), abs=1e-6)
+    assert np.array_equal(r.wave > 0, r.defaulted)
+    assert np.all(r.payments[~r.defaulted] == pbar[~r.defaulted])
