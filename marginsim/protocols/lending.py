@@ -83,7 +83,7 @@ import pandas as pd
 
 from marginsim.config import LendingConfig, RateModelConfig
 from marginsim.ledger import AssetSpec, Ledger
-from marginsim.protocols.events import LIQUIDATION_COLUMNS, LiquidationPrices
+from marginsim.protocols.events import LIQUIDATION_COLUMNS, AccountExposures, LiquidationPrices
 
 __all__ = [
     "RAY",
@@ -1530,8 +1530,11 @@ class LendingPool:
         * ``c = d``: the price does not matter (listed at ``inf`` on the long side when
           already liquidatable).
 
-        The debt value is taken at the liquidation price, ``d * p + D``. Accounts holding an
-        asset without a price are left out. A float64 scan, like :meth:`liquidatable`.
+        The debt value is taken at the liquidation price, ``d * p + D``, and so is the
+        collateral value (not threshold-weighted): the other collateral at its price plus
+        the ``symbol`` collateral at ``p`` (at today's price for an account listed at
+        ``inf``). Accounts holding an asset without a price are left out. A float64 scan,
+        like :meth:`liquidatable`.
 
         Args:
             symbol: The volatile reserve.
@@ -1556,9 +1559,9 @@ class LendingPool:
         weighted = coll_unit * self._threshold
         with np.errstate(invalid="ignore"):
             # Zero balances contribute 0 even where a price is missing (0 * NaN would not).
-            coll_values = np.where(
-                (scaled_coll > 0) & (self._threshold > 0), scaled_coll * weighted, 0.0
-            )
+            held = (scaled_coll > 0) & (self._threshold > 0)
+            coll_values = np.where(held, scaled_coll * weighted, 0.0)
+            plain_values = np.where(held, scaled_coll * coll_unit, 0.0)
             debt_values = np.where(scaled_debt > 0, scaled_debt * debt_unit, 0.0)
         other = np.ones(len(self.reserves), dtype=bool)
         other[r] = False
@@ -1577,12 +1580,45 @@ class LendingPool:
         keep = long_ | short
         p = price[keep]
         debt_at = d_other[keep] + np.where(d[keep] > 0, d[keep] * np.where(np.isinf(p), 0, p), 0)
+        c_plain = plain_values[keep, r] / p0  # tokens of ``symbol`` held as collateral
+        coll_at = plain_values[keep].sum(axis=1) - plain_values[keep, r]
+        coll_at = coll_at + c_plain * np.where(np.isinf(p), p0, p)
         return LiquidationPrices(
             holder=ids[keep].copy(),
             price=p,
             debt_value=debt_at,
             side=np.where(long_[keep], 1, -1).astype(np.int64),
             current_price=current,
+            collateral_value=coll_at,
+        )
+
+    @property
+    def liquidation_count(self) -> int:
+        """Rows of :meth:`liquidations_frame` so far."""
+        return len(self._liquidations)
+
+    def account_exposures(self) -> AccountExposures:
+        """Every registered account with debt, valued at the pool's prices (vectorised).
+
+        Per account: ``notional`` = value of its collateral (reserves with a positive
+        liquidation threshold), ``debt`` = value of its debt, ``equity`` = notional - debt,
+        ``maintenance`` = ``sum(collateral_value_j * (1 - liquidation_threshold_j))`` (the
+        equity the account must keep: its health factor is below 1 exactly when equity is
+        below it), computed as ``notional - health_factor * debt``. Accounts holding an
+        asset without a price are left out. One compiled scan, as :meth:`health_factors`.
+        """
+        ids = self._accounts[: self._n_accounts]
+        if ids.size == 0:
+            return AccountExposures.empty()
+        hf, debt, coll, _, _ = self._scan(ids, reuse=True)
+        keep = (debt > 0) & np.isfinite(debt) & np.isfinite(coll) & np.isfinite(hf)
+        debt, coll = debt[keep], coll[keep]  # copies: the scan buffers are reused
+        return AccountExposures(
+            holder=ids[keep].copy(),
+            notional=coll,
+            equity=coll - debt,
+            debt=debt,
+            maintenance=coll - hf[keep] * debt,
         )
 
     # ------------------------------------------------------------------------------- liquidation
