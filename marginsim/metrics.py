@@ -75,6 +75,7 @@ __all__ = [
     "hedger_pnl",
     "hunter_pnl",
     "liquidation_map",
+    "liquidation_map_arrays",
     "liquidation_map_from_prices",
 ]
 
@@ -201,6 +202,16 @@ def liquidation_map_from_prices(
 ) -> pd.DataFrame:
     """Debt that becomes liquidatable if the price moved to each grid price.
 
+    A DataFrame of :func:`liquidation_map_arrays` (see there for the columns).
+    """
+    return pd.DataFrame(liquidation_map_arrays(parts, grid, reference))
+
+
+def liquidation_map_arrays(
+    parts: Sequence[LiquidationPrices], grid: np.ndarray | Sequence[float], reference: float
+) -> dict[str, np.ndarray]:
+    """Debt and collateral that become liquidatable if the price moved to each grid price.
+
     Each protocol's liquidation prices are put on the reference axis by the relative move
     they need: an account liquidated when its protocol's price ``q0`` reaches ``q`` counts
     at ``reference * q / q0`` (protocols reading different oracles are assumed to move by
@@ -223,8 +234,8 @@ def liquidation_map_from_prices(
         reference: The asset's price now on the map's axis.
 
     Returns:
-        Columns ``price``, ``long_debt``, ``short_debt``, ``long_collateral``,
-        ``short_collateral`` (float64), one row per grid price in the grid's order.
+        Arrays ``price``, ``long_debt``, ``short_debt``, ``long_collateral``,
+        ``short_collateral`` (float64), one entry per grid price in the grid's order.
     """
     grid_arr = np.asarray(grid, dtype=np.float64).reshape(-1)
     prices, debts, colls, sides = [], [], [], []
@@ -259,7 +270,7 @@ def liquidation_map_from_prices(
             for what, values in (("debt", debt), ("collateral", coll)):
                 cum = np.concatenate([[0.0], np.cumsum(values[sel][order])])
                 out[f"{name}_{what}"][:] = cum[-1] - cum[cut] if sign > 0 else cum[cut]
-    return pd.DataFrame({"price": grid_arr, **out})
+    return {"price": grid_arr, **out}
 
 
 def liquidation_map(model: MarginModel, grid: np.ndarray | Sequence[float]) -> pd.DataFrame:
@@ -544,7 +555,9 @@ class LiquidationMapRecorder:
     def __init__(self, every: int, half_width: float, points: int) -> None:
         self.every = int(every)
         self.offsets = np.linspace(1.0 - half_width, 1.0 + half_width, int(points))
-        self._frames: list[pd.DataFrame] = []
+        # Arrays per recording; the frame is built once at the end (a DataFrame per
+        # recording would cost more than the map itself).
+        self._maps: list[dict[str, np.ndarray]] = []
 
     def record(self, model: MarginModel, step: int) -> None:
         """Append the map of ``step`` if it is a recording step."""
@@ -553,15 +566,19 @@ class LiquidationMapRecorder:
         reference = _reference_price(model)
         if not (math.isfinite(reference) and reference > 0):
             return
-        frame = liquidation_map(model, reference * self.offsets)
-        frame.insert(0, "step", step)
-        self._frames.append(frame)
+        parts = model.protocols_view.liquidation_prices(model.scenario.exogenous.asset)
+        arrays = liquidation_map_arrays(parts, reference * self.offsets, reference)
+        arrays["step"] = np.full(self.offsets.shape[0], step, dtype=np.int64)
+        self._maps.append(arrays)
 
     def frame(self) -> pd.DataFrame:
         """The recorded maps, one row per step and grid price (typed even when empty)."""
-        if not self._frames:
-            return pd.DataFrame({k: pd.Series([], dtype=v) for k, v in self.COLUMNS.items()})
-        return pd.concat(self._frames, ignore_index=True)[list(self.COLUMNS)].astype(self.COLUMNS)
+        return pd.DataFrame(
+            {
+                k: np.concatenate([m[k] for m in self._maps]) if self._maps else np.zeros(0)
+                for k in self.COLUMNS
+            }
+        ).astype(self.COLUMNS)
 
 
 class LiquidationRounds:

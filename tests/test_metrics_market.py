@@ -427,3 +427,163 @@ def test_metrics_section_defaults_and_validation():
             Scenario(metrics={field: value})
         assert [p[0] for p in info.value.problems] == [f"metrics.{field}"]
         assert str(value) in str(info.value)
+
+
+# ------------------------------------------------------------------------------ the kernel
+def _reference_liquidation_prices(pool: LendingPool, symbol: str) -> tuple[np.ndarray, ...]:
+    """The array formula the compiled scan of LendingPool.liquidation_prices replaced."""
+    res = pool.reserve(symbol)
+    p0 = pool.prices.price(res.price_ref)
+    ids = pool.accounts
+    thr = np.array([r.liquidation_threshold for r in pool.reserves], dtype=np.float64)
+    coll_unit = np.array(
+        [
+            pool.liquidity_index(r.symbol) / r.unit * pool.prices.price(r.price_ref)
+            for r in pool.reserves
+        ]
+    )
+    debt_unit = np.array(
+        [
+            pool.borrow_index(r.symbol) / r.unit * pool.prices.price(r.price_ref)
+            for r in pool.reserves
+        ]
+    )
+    bal = pool.ledger.balances
+    scaled_coll = bal[np.ix_(ids, [r.receipt for r in pool.reserves])].astype(np.float64)
+    scaled_debt = bal[np.ix_(ids, [r.debt for r in pool.reserves])].astype(np.float64)
+    held = (scaled_coll > 0) & (thr > 0)
+    coll_values = np.where(held, scaled_coll * (coll_unit * thr), 0.0)
+    debt_values = np.where(scaled_debt > 0, scaled_debt * debt_unit, 0.0)
+    other = np.ones(len(pool.reserves), dtype=bool)
+    other[res.index] = False
+    a_other = coll_values[:, other].sum(axis=1)
+    d_other = debt_values[:, other].sum(axis=1)
+    c = coll_values[:, res.index] / p0
+    d = debt_values[:, res.index] / p0
+    k = c - d
+    rhs = d_other - a_other
+    with np.errstate(divide="ignore", invalid="ignore"):
+        price = np.where(k != 0.0, rhs / np.where(k != 0.0, k, 1.0), np.inf)
+    long_ = ((k > 0) & (price > 0)) | ((k == 0) & (rhs > 0))
+    short = (k < 0) & (d > 0)
+    price = np.where(short & (price < 0), 0.0, price)
+    keep = long_ | short
+    p = price[keep]
+    debt_at = d_other[keep] + np.where(d[keep] > 0, d[keep] * np.where(np.isinf(p), 0, p), 0)
+    return ids[keep], p, debt_at
+
+
+def test_compiled_liquidation_price_scan_equals_the_array_formula_bit_for_bit():
+    # Four reserves with different thresholds and prices, 600 accounts with random mixes of
+    # collateral and debt (some short WETH, some in two debts at once); the healthy ones open.
+    symbols = {"WETH": 9, "WBTC": 8, "USDC": 6, "DAI": 6}
+    prices = {"eth": 2000.0, "btc": 30_000.0, "dai": 0.999}
+    cfg = LendingConfig(
+        kind="lending",
+        reserves={
+            "WETH": ReserveConfig(price="eth", ltv=0.75, liquidation_threshold=0.8),
+            "WBTC": ReserveConfig(price="btc", ltv=0.7, liquidation_threshold=0.75),
+            "USDC": ReserveConfig(price=1.0, ltv=0.8, liquidation_threshold=0.85),
+            "DAI": ReserveConfig(price="dai", ltv=0.0, liquidation_threshold=0.0),
+        },
+    )
+    pool = LendingPool.standalone(cfg, symbols, FixedPriceFeed(prices))
+    lender = pool.ledger.add_holder("lender")
+    for sym, dec in symbols.items():
+        pool.ledger.mint(lender, pool.reserve(sym).asset, 10**6 * 10**dec, "test")
+        assert pool.supply(lender, sym, 10**6 * 10**dec).ok
+    rng = np.random.default_rng(3)
+    value = {"WETH": 2000.0, "WBTC": 30_000.0, "USDC": 1.0, "DAI": 0.999}
+    for i in range(600):
+        h = pool.ledger.add_holder(f"acc{i}")
+        coll, debt = {}, {}
+        for sym, dec in symbols.items():
+            if rng.random() < 0.5:
+                coll[sym] = int(rng.uniform(1_000, 50_000) / value[sym] * 10**dec)
+                pool.ledger.mint(h, pool.reserve(sym).asset, coll[sym], "test")
+            elif rng.random() < 0.5:
+                debt[sym] = int(rng.uniform(1_000, 40_000) / value[sym] * 10**dec)
+        try:  # accounts that would open below a health factor of 1 are refused: skip them
+            pool.open_position(h, coll, debt, enforce_ltv=False)
+        except ValueError:
+            continue
+    for symbol in ("WETH", "WBTC"):
+        lp = pool.liquidation_prices(symbol)
+        ids, price, debt_at = _reference_liquidation_prices(pool, symbol)
+        assert len(lp) > 30
+        assert np.array_equal(lp.holder, ids)
+        assert np.array_equal(lp.price, price)
+        assert np.array_equal(lp.debt_value, debt_at)
+
+
+def _reference_perp_liquidation_prices(venue: PerpVenue, k: int) -> tuple[np.ndarray, ...]:
+    """The array formula the compiled perp scan replaced (reads the venue's arrays)."""
+    n = venue._n
+    rows = np.flatnonzero(venue._size[:n, k] != 0)
+    u = float(venue.unit)
+    size = venue._size[rows, k].astype(np.float64) * float(venue._lot[k])
+    cost = venue._cost[rows, k].astype(np.float64) / u
+    marks = np.where(np.isfinite(venue._mark), venue._mark, 0.0)
+    upnl_all = venue._size[rows].astype(np.float64) * marks * venue._vpl - venue._cost[rows]
+    upnl_all = np.where(venue._size[rows] != 0, upnl_all, 0.0)
+    upnl_other = upnl_all.sum(axis=1) - upnl_all[:, k]
+    cross = venue._wallet[rows] + venue._iso[rows].sum(axis=1) + upnl_other
+    margin = np.where(venue._isolated[rows], venue._iso[rows, k], cross).astype(np.float64) / u
+    qty = np.abs(size)
+    caps = np.array(venue.tiers.caps, dtype=np.float64)
+    lower = np.concatenate([[-np.inf], caps[:-1]])
+    price = np.zeros(rows.size)
+    found = np.zeros(rows.size, dtype=bool)
+    for i in range(caps.shape[0]):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p_i = (margin + venue.tiers.amounts[i] - cost) / (qty * venue.tiers.rates[i] - size)
+        notional = qty * p_i
+        ok = ~found & (p_i > 0) & (notional <= caps[i]) & (notional > lower[i])
+        price[ok] = p_i[ok]
+        found |= ok
+    keep = found | (size < 0)
+    return venue._holder[rows][keep], price[keep], margin[keep]
+
+
+def test_compiled_perp_liquidation_scan_equals_the_array_formula_bit_for_bit():
+    # Three contracts on one venue; 60 accounts (a third isolated) trade random sizes in
+    # each at prices off the index, so the other contracts' unrealised PnL matters.
+    ledger = Ledger([AssetSpec("USDC", 6)])
+    escrow, fees, maker = (ledger.add_holder(n) for n in ("escrow", "fees", "maker"))
+    specs = [
+        BookSpec(f"P{i}-PERP", "perp", -1, 0, 1, 100, 0.01, 0.01, 0.0, 0.0, fees) for i in range(3)
+    ]
+    engine = MatchingEngine(ledger, specs, escrow_holder=escrow)
+    cfg = PerpConfig(kind="perp", index_oracle="eth", insurance_fund=0.0, tiers=TIERS)
+    contracts = [PerpContract(i, spec) for i, spec in enumerate(specs)]
+    feed = FixedPriceFeed({"eth": 2000.0})
+    venue = PerpVenue(ledger, "perp", cfg, contracts, feed, engine)
+    venue.update_mark(0)
+    ledger.mint(maker, 0, 10**9 * USDC, "test")
+    assert venue.deposit(maker, 10**9 * USDC).ok
+    rng = np.random.default_rng(5)
+    for i in range(60):
+        h = ledger.add_holder(f"t{i}")
+        margin = int(rng.uniform(2_000, 40_000))
+        ledger.mint(h, 0, margin * USDC, "test")
+        assert venue.deposit(h, margin * USDC).ok
+        if i % 3 == 0:
+            assert venue.set_margin_mode(h, "isolated").ok
+        for k in range(3):
+            if rng.random() < 0.3:
+                continue
+            side = 1 if rng.random() < 0.5 else -1
+            ticks = int(rng.uniform(1_900, 2_100) * 100)
+            lots = int(rng.integers(10, 500))
+            start = engine.n_trades
+            engine.submit_batch(k, -side, int(OrderKind.LIMIT), ticks, lots, maker)
+            engine.submit_batch(k, side, int(OrderKind.IOC), ticks, lots, h)
+            venue.apply_tape(engine.trade_arrays(start))
+            engine.cancel_all(maker, k)
+    for k in range(3):
+        lp = venue.liquidation_prices(k)
+        holders, price, margin = _reference_perp_liquidation_prices(venue, k)
+        assert len(lp) > 20
+        assert np.array_equal(lp.holder, holders)
+        assert np.array_equal(lp.price, price)
+        assert np.array_equal(lp.collateral_value, np.maximum(margin, 0.0))

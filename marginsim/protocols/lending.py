@@ -555,6 +555,65 @@ def _scan_parallel(
 
 
 @numba.njit(cache=True, nogil=True)
+def _liquidation_price_inputs(
+    balance: np.ndarray,
+    holders: np.ndarray,
+    receipt_cols: np.ndarray,
+    debt_cols: np.ndarray,
+    collateral_unit_value: np.ndarray,
+    weighted_unit_value: np.ndarray,
+    debt_unit_value: np.ndarray,
+    threshold: np.ndarray,
+    r: int,
+    out: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Per account, the sums :meth:`LendingPool.liquidation_prices` solves with.
+
+    Writes ``out[i] = (A, D, C_r, D_r, P, P_r)``: threshold-weighted value of the collateral
+    in the reserves other than ``r``, value of the debt in them, threshold-weighted value of
+    the collateral in ``r``, value of the debt in ``r``, plain value of the collateral in
+    the other reserves and in ``r``. Balances of zero contribute 0 even where a price is
+    missing (NaN otherwise). The sums over the other reserves add in the order numpy's row
+    sum does (the first term, plus the rest summed from 0), so that results equal the
+    array formula's to the last bit.
+    """
+    n_res = receipt_cols.shape[0]
+    for i in range(holders.shape[0]):
+        h = holders[i]
+        a_first = 0.0
+        a_rest = 0.0
+        d_first = 0.0
+        d_rest = 0.0
+        p_first = 0.0
+        p_rest = 0.0
+        seen = 0
+        out[i, 2] = 0.0
+        out[i, 3] = 0.0
+        out[i, 5] = 0.0
+        for j in range(n_res):
+            s = float(balance[h, receipt_cols[j]])
+            held = s > 0 and threshold[j] > 0
+            a = s * weighted_unit_value[j] if held else 0.0
+            pv = s * collateral_unit_value[j] if held else 0.0
+            dd = float(balance[h, debt_cols[j]])
+            dv = dd * debt_unit_value[j] if dd > 0 else 0.0
+            if j == r:
+                out[i, 2] = a
+                out[i, 3] = dv
+                out[i, 5] = pv
+            elif seen == 0:
+                a_first, d_first, p_first = a, dv, pv
+                seen = 1
+            else:
+                a_rest += a
+                d_rest += dv
+                p_rest += pv
+        out[i, 0] = a_first + a_rest
+        out[i, 1] = d_first + d_rest
+        out[i, 4] = p_first + p_rest
+
+
+@numba.njit(cache=True, nogil=True)
 def _orphan_debt_kernel(
     balance: np.ndarray,
     holders: np.ndarray,
@@ -1551,24 +1610,27 @@ class LendingPool:
         ids = self._accounts[: self._n_accounts]
         if ids.size == 0 or p0 is None:
             return LiquidationPrices.empty(current)
-        balances = self.ledger.balances
         coll_unit, debt_unit = self._unit_values()
-        scaled_coll = balances[np.ix_(ids, self._receipt_cols)].astype(np.float64)
-        scaled_debt = balances[np.ix_(ids, self._debt_cols)].astype(np.float64)
         r = res.index
-        weighted = coll_unit * self._threshold
-        with np.errstate(invalid="ignore"):
-            # Zero balances contribute 0 even where a price is missing (0 * NaN would not).
-            held = (scaled_coll > 0) & (self._threshold > 0)
-            coll_values = np.where(held, scaled_coll * weighted, 0.0)
-            plain_values = np.where(held, scaled_coll * coll_unit, 0.0)
-            debt_values = np.where(scaled_debt > 0, scaled_debt * debt_unit, 0.0)
-        other = np.ones(len(self.reserves), dtype=bool)
-        other[r] = False
-        a_other = coll_values[:, other].sum(axis=1)
-        d_other = debt_values[:, other].sum(axis=1)
-        c = coll_values[:, r] / p0  # threshold-weighted tokens of ``symbol``
-        d = debt_values[:, r] / p0  # tokens of ``symbol`` owed
+        # One compiled pass over the accounts' balances gives the per-account sums (a loop
+        # of array operations over (accounts x reserves) cost several times more).
+        sums = np.empty((ids.shape[0], 6), dtype=np.float64)
+        _liquidation_price_inputs(
+            self.ledger.balances,
+            ids,
+            self._receipt_cols,
+            self._debt_cols,
+            coll_unit,
+            coll_unit * self._threshold,
+            debt_unit,
+            self._threshold,
+            r,
+            sums,
+        )
+        a_other, d_other, plain_other = sums[:, 0], sums[:, 1], sums[:, 4]
+        c = sums[:, 2] / p0  # threshold-weighted tokens of ``symbol``
+        d = sums[:, 3] / p0  # tokens of ``symbol`` owed
+        c_tokens = sums[:, 5] / p0  # tokens of ``symbol`` held as collateral
         k = c - d
         rhs = d_other - a_other
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -1580,9 +1642,9 @@ class LendingPool:
         keep = long_ | short
         p = price[keep]
         debt_at = d_other[keep] + np.where(d[keep] > 0, d[keep] * np.where(np.isinf(p), 0, p), 0)
-        c_plain = plain_values[keep, r] / p0  # tokens of ``symbol`` held as collateral
-        coll_at = plain_values[keep].sum(axis=1) - plain_values[keep, r]
-        coll_at = coll_at + c_plain * np.where(np.isinf(p), p0, p)
+        # Collateral at the liquidation price: the other reserves at their prices, the
+        # ``symbol`` tokens at ``p``.
+        coll_at = plain_other[keep] + c_tokens[keep] * np.where(np.isinf(p), p0, p)
         return LiquidationPrices(
             holder=ids[keep].copy(),
             price=p,

@@ -571,6 +571,72 @@ def _mm_of(notional: float, rates: np.ndarray, amounts: np.ndarray) -> float:  #
     return best
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _liquidation_price_kernel(
+    rows: np.ndarray,
+    k: int,
+    size: np.ndarray,
+    cost: np.ndarray,
+    iso: np.ndarray,
+    wallet: np.ndarray,
+    isolated: np.ndarray,
+    marks: np.ndarray,
+    vpl: np.ndarray,
+    lot: float,
+    unit: float,
+    rates: np.ndarray,
+    amounts: np.ndarray,
+    caps: np.ndarray,
+    lower: np.ndarray,
+    out_price: np.ndarray,
+    out_found: np.ndarray,
+    out_margin: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Liquidation price of the position in contract ``k`` of each account in ``rows``.
+
+    See :meth:`PerpVenue.liquidation_prices`. The arithmetic is that of the array formula
+    it replaced, operation for operation (the other contracts' unrealised PnL is summed in
+    numpy's row-sum order: the first term plus the rest summed from 0), so the results are
+    the same to the last bit.
+    """
+    nk = size.shape[1]
+    for i in range(rows.shape[0]):
+        a = rows[i]
+        if isolated[a]:
+            margin = float(iso[a, k]) / unit
+        else:
+            first = 0.0
+            rest = 0.0
+            iso_sum = 0
+            upnl_k = 0.0
+            for j in range(nk):
+                x = 0.0
+                if size[a, j] != 0:
+                    x = float(size[a, j]) * marks[j] * vpl[j] - float(cost[a, j])
+                if j == 0:
+                    first = x
+                else:
+                    rest += x
+                if j == k:
+                    upnl_k = x
+                iso_sum += iso[a, j]
+            upnl_other = (first + rest) - upnl_k
+            margin = (float(wallet[a] + iso_sum) + upnl_other) / unit
+        out_margin[i] = margin
+        s = float(size[a, k]) * lot
+        c = float(cost[a, k]) / unit
+        q = abs(s)
+        out_found[i] = False
+        out_price[i] = 0.0
+        for t in range(rates.shape[0]):
+            p = (margin + amounts[t] - c) / (q * rates[t] - s)
+            notional = q * p
+            if p > 0 and notional <= caps[t] and notional > lower[t]:
+                out_price[i] = p
+                out_found[i] = True
+                break
+
+
 @numba.njit(cache=True, nogil=True)
 def _scan_kernel(
     wallet: np.ndarray,
@@ -1059,30 +1125,35 @@ class PerpVenue:
         u = float(self.unit)
         size = size_lots[rows].astype(np.float64) * float(self._lot[k])  # base, signed
         cost = self._cost[rows, k].astype(np.float64) / u  # signed entry notional
-        iso = self._isolated[rows]
-        # Unrealised PnL of the account's other contracts, settlement units.
-        marks = np.where(np.isfinite(self._mark), self._mark, 0.0)
-        upnl_all = self._size[rows].astype(np.float64) * marks * self._vpl - self._cost[rows]
-        upnl_all = np.where(self._size[rows] != 0, upnl_all, 0.0)
-        upnl_other = upnl_all.sum(axis=1) - upnl_all[:, k]
-        cross_margin = self._wallet[rows] + self._iso[rows].sum(axis=1) + upnl_other
-        margin = np.where(iso, self._iso[rows, k], cross_margin).astype(np.float64) / u
         qty = np.abs(size)
         caps = np.array(self.tiers.caps, dtype=np.float64)
         lower = np.concatenate([[-np.inf], caps[:-1]])
-        # Every tier's solution at once (positions x tiers); a position takes the first
-        # tier whose notional range holds its solution (one 2-D pass instead of a loop of
-        # small array operations per tier: the same result, several times faster).
-        rates = np.asarray(self.tiers.rates, dtype=np.float64)
-        amounts = np.asarray(self.tiers.amounts, dtype=np.float64)
-        denom = qty[:, None] * rates[None, :] - size[:, None]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            p_all = (margin[:, None] + amounts[None, :] - cost[:, None]) / denom
-            notional = qty[:, None] * p_all
-            fits = (p_all > 0) & (notional <= caps[None, :]) & (notional > lower[None, :])
-        found = fits.any(axis=1)
-        first = np.argmax(fits, axis=1)
-        price = np.where(found, p_all[np.arange(rows.size), first], 0.0)
+        price = np.empty(rows.size, dtype=np.float64)
+        found = np.empty(rows.size, dtype=np.bool_)
+        margin = np.empty(rows.size, dtype=np.float64)
+        # One compiled pass: the margin behind each position (isolated margin, or the cross
+        # account's wallet, isolated margins and the other contracts' unrealised PnL at
+        # their marks) and the first tier whose notional range holds the solution.
+        _liquidation_price_kernel(
+            rows,
+            k,
+            self._size,
+            self._cost,
+            self._iso,
+            self._wallet,
+            self._isolated,
+            np.where(np.isfinite(self._mark), self._mark, 0.0),
+            self._vpl,
+            float(self._lot[k]),
+            u,
+            np.asarray(self.tiers.rates, dtype=np.float64),
+            np.asarray(self.tiers.amounts, dtype=np.float64),
+            caps,
+            lower,
+            price,
+            found,
+            margin,
+        )
         long_ = size > 0
         keep = found | ~long_
         debt = np.where(long_, np.maximum(cost - margin, 0.0), qty * price)
