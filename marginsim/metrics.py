@@ -39,7 +39,18 @@ hedger_pnl                  hedgers' P&L, quote human units (only with hedgers):
 <pool>_<key>                each lending pool's metrics (see LendingPool.metrics)
 <cdp>_<key>                 each CDP's metrics (see CdpProtocol.metrics)
 <venue>_<key>               each perp venue's metrics (see PerpVenue.metrics)
+margin_debt[_<kind>]        margin debt, total and by kind (lending, cdp, perp), value
+leverage[_p50|_p90|_p99]    aggregate leverage and its distribution across accounts
+wamm                        notional-weighted maintenance rate, all leveraged accounts
+distance_to_liquidation_*   debt-weighted p10 and p50 of the move that liquidates
+depth_{bid,ask}_{2,5}pct    base resting within 2% and 5% of the mid, human units
+liquidatable_debt_5pct      debt liquidatable by a 5% move either way, value
+leverage_to_depth           that debt over the quote resting within 5% of the mid
+<protocol>_tvl              value locked in each protocol
 ==========================  =========================================================
+
+The market-wide columns (from ``margin_debt`` on) are :func:`market_wide_metrics`; their
+formulas, units and NaN rules are in ``docs/metrics.md``.
 """
 
 from __future__ import annotations
@@ -324,16 +335,18 @@ def weighted_quantiles(
     keep = ~np.isnan(v)
     if weights is None:
         v = v[keep]
-        w = None
-    else:
-        w = np.asarray(weights, dtype=np.float64)
-        keep &= w > 0
-        v, w = v[keep], w[keep]
+        if v.size == 0:
+            return [_NAN for _ in qs]
+        # The same definition; numpy selects without a full sort.
+        return [float(x) for x in np.quantile(v, qs, method="inverted_cdf")]
+    w = np.asarray(weights, dtype=np.float64)
+    keep &= w > 0
+    v, w = v[keep], w[keep]
     if v.size == 0:
         return [_NAN for _ in qs]
-    order = np.argsort(v, kind="stable")
+    order = np.argsort(v)  # ties hold equal values: their order does not change the answer
     v = v[order]
-    cum = np.arange(1, v.size + 1, dtype=np.float64) if w is None else np.cumsum(w[order])
+    cum = np.cumsum(w[order])
     # A relative tolerance keeps q = 0.5 of two equal weights on the first value despite
     # float rounding in the cumulative sum.
     idx = np.searchsorted(cum, np.asarray(qs, dtype=np.float64) * cum[-1] * (1 - 1e-12))
@@ -349,8 +362,10 @@ def account_leverage(notional: np.ndarray, equity: np.ndarray) -> np.ndarray:
     """Per-account leverage ``notional / equity``; ``inf`` where equity <= 0 (underwater)."""
     notional = np.asarray(notional, dtype=np.float64)
     equity = np.asarray(equity, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(equity > 0, notional / np.where(equity > 0, equity, 1.0), np.inf)
+    out = np.full(notional.shape, np.inf)
+    positive = equity > 0
+    out[positive] = notional[positive] / equity[positive]
+    return out
 
 
 def aggregate_leverage(notional: np.ndarray, equity: np.ndarray) -> float:

@@ -203,8 +203,9 @@ class ProtocolsView:
     ) -> pd.DataFrame:
         """The public liquidation map of ``symbol`` on ``grid``.
 
-        Columns price, long_debt, short_debt; ``reference`` is the price now on the grid's
-        axis (see :func:`marginsim.metrics.liquidation_map_from_prices`).
+        Columns price, long_debt, short_debt, long_collateral, short_collateral;
+        ``reference`` is the price now on the grid's axis (see
+        :func:`marginsim.metrics.liquidation_map_from_prices`).
         """
         return liquidation_map_from_prices(self.liquidation_prices(symbol), grid, reference)
 
