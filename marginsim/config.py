@@ -62,6 +62,7 @@ __all__ = [
     "LiquidationHunterConfig",
     "LiquidatorsConfig",
     "MarketMakersConfig",
+    "MetricsConfig",
     "NetworkConfig",
     "NoiseTradersConfig",
     "OracleConfig",
@@ -1187,6 +1188,24 @@ class AccountConfig(_Frozen):
     positions: dict[str, Annotated[float, Field(allow_inf_nan=False)]] = Field(default_factory=dict)
 
 
+# ------------------------------------------------------------------------------- metrics
+class MetricsConfig(_Frozen):
+    """What the run records beyond the per-step metrics (``[metrics]``).
+
+    Attributes:
+        liquidation_map_every: Record the liquidation map of the exogenous asset every this
+            many steps (at steps 0, k, 2k, ...) into the ``liquidation_map`` event table,
+            for the liquidation heatmap; 0 records none.
+        liquidation_map_range: Relative half-width of the map's price grid around the
+            reference price (0.3: from 30% below to 30% above); in (0, 1).
+        liquidation_map_points: Grid prices per recorded map (at least 2), evenly spaced.
+    """
+
+    liquidation_map_every: int = Field(default=10, ge=0)
+    liquidation_map_range: float = Field(default=0.3, gt=0, lt=1, allow_inf_nan=False)
+    liquidation_map_points: int = Field(default=61, ge=2, le=10_001)
+
+
 # ------------------------------------------------------------------------------- scenario
 class Scenario(_Frozen):
     """A complete, validated, immutable description of one run.
@@ -1216,6 +1235,7 @@ class Scenario(_Frozen):
     network: NetworkConfig = NetworkConfig()
     agents: AgentsConfig = AgentsConfig()
     accounts: list[AccountConfig] = Field(default_factory=list)
+    metrics: MetricsConfig = MetricsConfig()
 
     def __init__(self, **data: Any) -> None:
         try:

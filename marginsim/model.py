@@ -44,7 +44,7 @@ from marginsim.market.engine import BookSpec, MatchingEngine, OrderKind
 from marginsim.market.exogenous import apply_fundamental_jumps, make_driver
 from marginsim.market.oracle import OracleSet, make_oracle
 from marginsim.market.view import MarketView
-from marginsim.metrics import MetricsRecorder
+from marginsim.metrics import LiquidationMapRecorder, LiquidationRounds, MetricsRecorder
 from marginsim.protocols.bridge import BRIDGE_COLUMNS, Bridge
 from marginsim.protocols.cdp import AUCTION_COLUMNS, CdpProtocol
 from marginsim.protocols.contagion import ContagionMonitor
@@ -173,6 +173,12 @@ class MarginModel(mesa.Model):
         )
         self.trades_at_step_start = self.engine.n_trades
         self.recorder = MetricsRecorder.for_model(self)
+        mc = scenario.metrics
+        self.liquidation_map_recorder = LiquidationMapRecorder(
+            mc.liquidation_map_every, mc.liquidation_map_range, mc.liquidation_map_points
+        )
+        #: Row marks that give the ``liquidations`` table its ``round`` column.
+        self.liquidation_round_marks = LiquidationRounds()
         if self.check_invariants:
             self._check_invariants("initial state")
 
@@ -1123,7 +1129,9 @@ class MarginModel(mesa.Model):
         self.gas_paid_units = 0
         if not self.liquidators and not self.perps:
             return
+        protocols = {**self.lending, **self.cdps, **self.perps}
         while self.liquidation_rounds < self.scenario.run.max_liquidation_rounds:
+            self.liquidation_round_marks.mark(protocols, self.step_index, self.liquidation_rounds)
             if self.liquidation_rounds:
                 self.oracles.update_all(self.step_index, self.quotes)
                 for venue in self.perps.values():
@@ -1299,8 +1307,9 @@ class MarginModel(mesa.Model):
             self._check_invariants(f"step {self.step_index}")
 
     def phase_record(self) -> None:
-        """7. Metrics of this step are read and stored."""
+        """7. Metrics of this step are read and stored (the liquidation map every k steps)."""
         self.recorder.record(self, self.step_index)
+        self.liquidation_map_recorder.record(self, self.step_index)
 
     def _check_invariants(self, where: str) -> None:
         try:
@@ -1358,7 +1367,10 @@ class MarginModel(mesa.Model):
         """Event tables by name.
 
         ``trades``, ``swaps``, ``shocks``, ``mints`` (every mint and burn, with its reason),
-        ``liquidations`` (lending liquidations and CDP auction takes), ``bad_debt``,
+        ``liquidations`` (lending liquidations, CDP auction takes and perp liquidation-engine
+        closes, with the liquidation ``round`` of their step, 0-based), ``bad_debt``,
+        ``liquidation_map`` (every ``metrics.liquidation_map_every`` steps, see
+        :class:`~marginsim.metrics.LiquidationMapRecorder`),
         ``flash_loans``, ``auctions``, ``holders``, with an oracle manipulator
         ``oracle_attacks`` (:data:`~marginsim.agents.manipulator.ATTACK_COLUMNS`) and with
         liquidation hunters ``hunter_attacks``. Holder ids in the other tables (buyer,
@@ -1376,8 +1388,12 @@ class MarginModel(mesa.Model):
         )
         swaps = [p.swaps_frame() for p in self.amms]
         lending, cdps = list(self.lending.values()), list(self.cdps.values())
-        liquidations = [p.liquidations_frame() for p in (*lending, *self.perps.values())]
-        liquidations += [c.liquidations() for c in cdps]
+        marks = self.liquidation_round_marks
+        frames = [
+            (n, p.liquidations_frame()) for n, p in (*self.lending.items(), *self.perps.items())
+        ]
+        frames += [(n, c.liquidations()) for n, c in self.cdps.items()]
+        liquidations = [f.assign(round=marks.rounds(n, f)) for n, f in frames]
         bad_debt = [
             p.bad_debt_frame().rename(
                 columns={"covered_by_reserves": "covered", "borne_by_suppliers": "uncovered"}
@@ -1391,7 +1407,7 @@ class MarginModel(mesa.Model):
                 _SHOCK_COLUMNS
             ),
             "mints": mints,
-            "liquidations": _concat(liquidations, LIQUIDATION_COLUMNS),
+            "liquidations": _concat(liquidations, {**LIQUIDATION_COLUMNS, "round": np.int64}),
             "bad_debt": _concat(bad_debt, _BAD_DEBT_COLUMNS),
             "flash_loans": _concat([p.flash_loans_frame() for p in lending], _FLASH_LOAN_COLUMNS),
             "auctions": _concat([c.auctions() for c in cdps], AUCTION_COLUMNS),
@@ -1399,6 +1415,7 @@ class MarginModel(mesa.Model):
             "funding": _concat(
                 [v.funding_frame() for v in self.perps.values()], PerpVenue.FUNDING_COLUMNS
             ),
+            "liquidation_map": self.liquidation_map_recorder.frame(),
             "holders": pd.DataFrame(
                 {
                     "holder": np.arange(self.ledger.n_holders, dtype=np.int64),

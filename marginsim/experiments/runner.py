@@ -11,9 +11,16 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from marginsim.config import Scenario
+from marginsim.experiments.stats import (
+    bad_debt_values,
+    cascade_episodes,
+    excess_kurtosis,
+    hill_tail_index,
+    liquidated_debt_values,
+)
 from marginsim.model import MarginModel
 
-__all__ = ["RunResult", "run", "summarize"]
+__all__ = ["RunResult", "add_derived_tables", "run", "summarize"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,7 +30,8 @@ class RunResult:
     Attributes:
         scenario: The scenario that ran (with the seed actually used in ``run.seed``).
         metrics: One row per step, ``step`` first (see :mod:`marginsim.metrics`).
-        events: Event tables by name (``trades``, ``swaps``, ``shocks``, ``mints``).
+        events: Event tables by name: those of :meth:`MarginModel.event_tables` plus the
+            derived ``cascades`` table (:func:`add_derived_tables`).
         summary: Headline numbers of the run (see :func:`summarize`).
         wall_seconds: Wall time of the run (kept out of ``summary`` so that the summary is
             a pure function of the scenario).
@@ -73,9 +81,24 @@ def run(
             model.step()
             bar.update(1)
     metrics = model.metrics_frame()
-    events = model.event_tables()
+    events = add_derived_tables(scenario, metrics, model.event_tables())
     wall = time.perf_counter() - started
     return RunResult(scenario, metrics, events, summarize(scenario, metrics, events), wall)
+
+
+def add_derived_tables(
+    scenario: Scenario, metrics: pd.DataFrame, events: dict[str, pd.DataFrame]
+) -> dict[str, pd.DataFrame]:
+    """The event tables plus the tables derived from the recorded frames.
+
+    ``cascades``: cascade episodes (:func:`marginsim.experiments.stats.cascade_episodes`),
+    their liquidated debt valued by :func:`~marginsim.experiments.stats.liquidated_debt_values`.
+    """
+    out = dict(events)
+    liquidations = events["liquidations"]
+    values = liquidated_debt_values(liquidations, scenario, metrics)
+    out["cascades"] = cascade_episodes(metrics, liquidations, values)
+    return out
 
 
 def _max_drawdown(prices: np.ndarray) -> float:
@@ -96,11 +119,21 @@ def summarize(
     ``realised_vol_annual`` (of the mid's log returns), ``mean_spread_bps``,
     ``max_abs_basis_bps``, ``trades``, ``volume_base``, ``volume_quote``, ``shocks``,
     ``liquidation_rounds``, ``liquidations`` (lending liquidations and CDP auction takes),
-    ``bad_debt_events`` (rows of the ``bad_debt`` table).
+    ``bad_debt_events`` (rows of the ``bad_debt`` table), ``bad_debt_value`` (total bad debt
+    in quote, :func:`~marginsim.experiments.stats.bad_debt_values`),
+    ``liquidation_volume`` (quote value of the debt liquidated,
+    :func:`~marginsim.experiments.stats.liquidated_debt_values`), ``max_margin_debt`` and
+    ``max_leverage`` (largest per-step ``margin_debt`` and ``leverage``), ``cascades``
+    (episodes in the ``cascades`` table) and ``longest_cascade`` (steps; 0 without one),
+    ``return_kurtosis`` (excess kurtosis of the mid's log returns) and ``hill_index`` (Hill
+    tail index of their absolute values, 5% tail; see :mod:`marginsim.experiments.stats`).
     """
     mid = metrics["mid_price"].to_numpy()
     finite = mid[np.isfinite(mid)]
     returns = np.diff(np.log(finite)) if finite.size > 1 else np.zeros(0)
+    cascades = events.get("cascades")
+    if cascades is None:  # events straight from MarginModel.event_tables()
+        cascades = add_derived_tables(scenario, metrics, events)["cascades"]
     per_year = 365 * 86400 / scenario.run.step_seconds
 
     def _f(x: float) -> float:
@@ -126,4 +159,23 @@ def summarize(
         "liquidation_rounds": int(metrics["liquidation_rounds"].sum()),
         "liquidations": int(len(events["liquidations"])),
         "bad_debt_events": int(len(events["bad_debt"])),
+        "bad_debt_value": _f(bad_debt_values(events["bad_debt"], scenario, metrics)),
+        "liquidation_volume": _f(
+            float(liquidated_debt_values(events["liquidations"], scenario, metrics).sum())
+        ),
+        "max_margin_debt": _column_max(metrics, "margin_debt"),
+        "max_leverage": _column_max(metrics, "leverage"),
+        "cascades": int(len(cascades)),
+        "longest_cascade": int(cascades["length_steps"].max()) if len(cascades) else 0,
+        "return_kurtosis": _f(excess_kurtosis(returns)),
+        "hill_index": _f(hill_tail_index(np.abs(returns))),
     }
+
+
+def _column_max(metrics: pd.DataFrame, column: str) -> float:
+    """Largest finite value of a metrics column (NaN when it is missing or all NaN)."""
+    if column not in metrics:
+        return math.nan
+    x = metrics[column].to_numpy(dtype=np.float64)
+    x = x[np.isfinite(x)]
+    return float(x.max()) if x.size else math.nan

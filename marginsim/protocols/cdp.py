@@ -106,7 +106,7 @@ import pandas as pd
 
 from marginsim.config import CdpConfig
 from marginsim.ledger import Ledger
-from marginsim.protocols.events import LIQUIDATION_COLUMNS, LiquidationPrices
+from marginsim.protocols.events import LIQUIDATION_COLUMNS, AccountExposures, LiquidationPrices
 
 __all__ = [
     "SECONDS_PER_YEAR",
@@ -756,8 +756,9 @@ class CdpProtocol:
 
         A vault is unsafe below ``p = liquidation_ratio * debt / collateral`` (per whole
         token, stablecoin per collateral); every vault is a long (side +1). The debt value is
-        its booked debt in human stablecoin units, the stablecoin counted at 1. A vault with
-        debt and no collateral is listed at ``inf``.
+        its booked debt in human stablecoin units, the stablecoin counted at 1; the
+        collateral value is its locked collateral at that price (``0`` for a vault with
+        debt and no collateral, which is listed at ``inf``).
         """
         price = self.oracle_price()
         current = _NAN if price is None else price
@@ -770,12 +771,49 @@ class CdpProtocol:
         debt_k = debt[keep].astype(np.float64)
         with np.errstate(divide="ignore"):
             liq = self.config.liquidation_ratio * debt_k * self._div / (ink_k * self._mul)
+        stable_unit = 10.0**self._ds
+        coll_at = np.where(ink_k > 0, ink_k * np.where(ink_k > 0, liq, 0.0), 0.0)
         return LiquidationPrices(
             holder=self._owner[:n][keep].copy(),
             price=liq,
-            debt_value=debt_k / 10.0**self._ds,
+            debt_value=debt_k / stable_unit,
             side=np.ones(liq.shape[0], dtype=np.int64),
             current_price=current,
+            collateral_value=coll_at * self._mul / self._div / stable_unit,
+        )
+
+    @property
+    def locked_collateral(self) -> float:
+        """Collateral locked in vaults now, whole tokens."""
+        return int(self._ink[: self._n].sum()) / 10.0**self._dc
+
+    @property
+    def liquidation_count(self) -> int:
+        """Rows of :meth:`liquidations` so far (auction takes)."""
+        return len(self._liquidation_rows)
+
+    def account_exposures(self) -> AccountExposures:
+        """Every vault with debt, valued at the oracle price (vectorised).
+
+        Per vault: ``notional`` = locked collateral at the oracle price, ``debt`` = booked
+        debt (stablecoin at 1), ``equity`` = notional - debt, ``maintenance`` =
+        ``notional * (1 - 1 / liquidation_ratio)`` (the vault is unsafe exactly when its
+        equity is below it). Empty without an oracle price.
+        """
+        price = self.oracle_price()
+        n = self._n
+        keep = self._debt[:n] > 0
+        if price is None or not keep.any():
+            return AccountExposures.empty()
+        stable_unit = 10.0**self._ds
+        notional = self._value(self._ink[:n][keep].astype(np.float64), price) / stable_unit
+        debt = self._debt[:n][keep].astype(np.float64) / stable_unit
+        return AccountExposures(
+            holder=self._owner[:n][keep].copy(),
+            notional=notional,
+            equity=notional - debt,
+            debt=debt,
+            maintenance=notional * (1.0 - 1.0 / self.config.liquidation_ratio),
         )
 
     # ================================================================ auctions

@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["LIQUIDATION_COLUMNS", "LiquidationPrices"]
+__all__ = ["LIQUIDATION_COLUMNS", "AccountExposures", "LiquidationPrices"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +28,10 @@ class LiquidationPrices:
         current_price: The protocol's price of the asset now (NaN without one); the map
             scales ``price`` by ``reference / current_price`` so that protocols reading
             different oracles share one axis.
+        collateral_value: Collateral of the account at ``price``, quote human units (a
+            lending account's whole collateral, a vault's locked collateral, a perp
+            position's margin); ``None`` when the protocol does not report it (the map's
+            collateral columns are then NaN).
     """
 
     holder: np.ndarray
@@ -35,6 +39,7 @@ class LiquidationPrices:
     debt_value: np.ndarray
     side: np.ndarray
     current_price: float
+    collateral_value: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.holder.shape[0])
@@ -44,8 +49,51 @@ class LiquidationPrices:
         """No account at risk."""
         z = np.zeros(0, dtype=np.float64)
         return cls(
-            np.zeros(0, dtype=np.int64), z, z.copy(), np.zeros(0, dtype=np.int64), current_price
+            np.zeros(0, dtype=np.int64),
+            z,
+            z.copy(),
+            np.zeros(0, dtype=np.int64),
+            current_price,
+            z.copy(),
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class AccountExposures:
+    """Leveraged accounts of one protocol and what the market-wide metrics need of each.
+
+    Arrays are aligned, one entry per leveraged account (a lending account or vault with
+    debt, a perp account with an open position); values in quote human units at the
+    protocol's current prices (stablecoins counted at 1).
+
+    Attributes:
+        holder: Holder ids.
+        notional: Gross position value: a lending account's collateral value, a vault's
+            collateral value, the sum of a perp account's position notionals at mark.
+        equity: Notional minus debt for lending accounts and vaults; a perp account's margin
+            balance (wallet + isolated margin + unrealised PnL). May be zero or negative.
+        debt: Margin debt: lending debt value, vault debt, a perp account's
+            ``max(0, notional - margin balance)`` (per position for isolated accounts).
+        maintenance: Maintenance requirement in value, ``sum(notional * mm_rate)``: lending
+            ``sum(collateral_value_j * (1 - liquidation_threshold_j))``, a vault
+            ``collateral_value * (1 - 1 / liquidation_ratio)``, perp
+            ``sum(position_notional * tier_rate)``.
+    """
+
+    holder: np.ndarray
+    notional: np.ndarray
+    equity: np.ndarray
+    debt: np.ndarray
+    maintenance: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.holder.shape[0])
+
+    @classmethod
+    def empty(cls) -> AccountExposures:
+        """No leveraged account."""
+        z = np.zeros(0, dtype=np.float64)
+        return cls(np.zeros(0, dtype=np.int64), z, z.copy(), z.copy(), z.copy())
 
 
 #: Columns and dtypes of every protocol's ``liquidations`` table (lending liquidations, CDP

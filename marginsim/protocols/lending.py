@@ -83,7 +83,7 @@ import pandas as pd
 
 from marginsim.config import LendingConfig, RateModelConfig
 from marginsim.ledger import AssetSpec, Ledger
-from marginsim.protocols.events import LIQUIDATION_COLUMNS, LiquidationPrices
+from marginsim.protocols.events import LIQUIDATION_COLUMNS, AccountExposures, LiquidationPrices
 
 __all__ = [
     "RAY",
@@ -552,6 +552,65 @@ def _scan_parallel(
             largest_debt,
             largest_collateral,
         )
+
+
+@numba.njit(cache=True, nogil=True)
+def _liquidation_price_inputs(
+    balance: np.ndarray,
+    holders: np.ndarray,
+    receipt_cols: np.ndarray,
+    debt_cols: np.ndarray,
+    collateral_unit_value: np.ndarray,
+    weighted_unit_value: np.ndarray,
+    debt_unit_value: np.ndarray,
+    threshold: np.ndarray,
+    r: int,
+    out: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Per account, the sums :meth:`LendingPool.liquidation_prices` solves with.
+
+    Writes ``out[i] = (A, D, C_r, D_r, P, P_r)``: threshold-weighted value of the collateral
+    in the reserves other than ``r``, value of the debt in them, threshold-weighted value of
+    the collateral in ``r``, value of the debt in ``r``, plain value of the collateral in
+    the other reserves and in ``r``. Balances of zero contribute 0 even where a price is
+    missing (NaN otherwise). The sums over the other reserves add in the order numpy's row
+    sum does (the first term, plus the rest summed from 0), so that results equal the
+    array formula's to the last bit.
+    """
+    n_res = receipt_cols.shape[0]
+    for i in range(holders.shape[0]):
+        h = holders[i]
+        a_first = 0.0
+        a_rest = 0.0
+        d_first = 0.0
+        d_rest = 0.0
+        p_first = 0.0
+        p_rest = 0.0
+        seen = 0
+        out[i, 2] = 0.0
+        out[i, 3] = 0.0
+        out[i, 5] = 0.0
+        for j in range(n_res):
+            s = float(balance[h, receipt_cols[j]])
+            held = s > 0 and threshold[j] > 0
+            a = s * weighted_unit_value[j] if held else 0.0
+            pv = s * collateral_unit_value[j] if held else 0.0
+            dd = float(balance[h, debt_cols[j]])
+            dv = dd * debt_unit_value[j] if dd > 0 else 0.0
+            if j == r:
+                out[i, 2] = a
+                out[i, 3] = dv
+                out[i, 5] = pv
+            elif seen == 0:
+                a_first, d_first, p_first = a, dv, pv
+                seen = 1
+            else:
+                a_rest += a
+                d_rest += dv
+                p_rest += pv
+        out[i, 0] = a_first + a_rest
+        out[i, 1] = d_first + d_rest
+        out[i, 4] = p_first + p_rest
 
 
 @numba.njit(cache=True, nogil=True)
@@ -1585,8 +1644,11 @@ class LendingPool:
         * ``c = d``: the price does not matter (listed at ``inf`` on the long side when
           already liquidatable).
 
-        The debt value is taken at the liquidation price, ``d * p + D``. Accounts holding an
-        asset without a price are left out. A float64 scan, like :meth:`liquidatable`.
+        The debt value is taken at the liquidation price, ``d * p + D``, and so is the
+        collateral value (not threshold-weighted): the other collateral at its price plus
+        the ``symbol`` collateral at ``p`` (at today's price for an account listed at
+        ``inf``). Accounts holding an asset without a price are left out. A float64 scan,
+        like :meth:`liquidatable`.
 
         Args:
             symbol: The volatile reserve.
@@ -1603,24 +1665,27 @@ class LendingPool:
         ids = self._accounts[: self._n_accounts]
         if ids.size == 0 or p0 is None:
             return LiquidationPrices.empty(current)
-        balances = self.ledger.balances
         coll_unit, debt_unit = self._unit_values()
-        scaled_coll = balances[np.ix_(ids, self._receipt_cols)].astype(np.float64)
-        scaled_debt = balances[np.ix_(ids, self._debt_cols)].astype(np.float64)
         r = res.index
-        weighted = coll_unit * self._threshold
-        with np.errstate(invalid="ignore"):
-            # Zero balances contribute 0 even where a price is missing (0 * NaN would not).
-            coll_values = np.where(
-                (scaled_coll > 0) & (self._threshold > 0), scaled_coll * weighted, 0.0
-            )
-            debt_values = np.where(scaled_debt > 0, scaled_debt * debt_unit, 0.0)
-        other = np.ones(len(self.reserves), dtype=bool)
-        other[r] = False
-        a_other = coll_values[:, other].sum(axis=1)
-        d_other = debt_values[:, other].sum(axis=1)
-        c = coll_values[:, r] / p0  # threshold-weighted tokens of ``symbol``
-        d = debt_values[:, r] / p0  # tokens of ``symbol`` owed
+        # One compiled pass over the accounts' balances gives the per-account sums (a loop
+        # of array operations over (accounts x reserves) cost several times more).
+        sums = np.empty((ids.shape[0], 6), dtype=np.float64)
+        _liquidation_price_inputs(
+            self.ledger.balances,
+            ids,
+            self._receipt_cols,
+            self._debt_cols,
+            coll_unit,
+            coll_unit * self._threshold,
+            debt_unit,
+            self._threshold,
+            r,
+            sums,
+        )
+        a_other, d_other, plain_other = sums[:, 0], sums[:, 1], sums[:, 4]
+        c = sums[:, 2] / p0  # threshold-weighted tokens of ``symbol``
+        d = sums[:, 3] / p0  # tokens of ``symbol`` owed
+        c_tokens = sums[:, 5] / p0  # tokens of ``symbol`` held as collateral
         k = c - d
         rhs = d_other - a_other
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -1632,12 +1697,45 @@ class LendingPool:
         keep = long_ | short
         p = price[keep]
         debt_at = d_other[keep] + np.where(d[keep] > 0, d[keep] * np.where(np.isinf(p), 0, p), 0)
+        # Collateral at the liquidation price: the other reserves at their prices, the
+        # ``symbol`` tokens at ``p``.
+        coll_at = plain_other[keep] + c_tokens[keep] * np.where(np.isinf(p), p0, p)
         return LiquidationPrices(
             holder=ids[keep].copy(),
             price=p,
             debt_value=debt_at,
             side=np.where(long_[keep], 1, -1).astype(np.int64),
             current_price=current,
+            collateral_value=coll_at,
+        )
+
+    @property
+    def liquidation_count(self) -> int:
+        """Rows of :meth:`liquidations_frame` so far."""
+        return len(self._liquidations)
+
+    def account_exposures(self) -> AccountExposures:
+        """Every registered account with debt, valued at the pool's prices (vectorised).
+
+        Per account: ``notional`` = value of its collateral (reserves with a positive
+        liquidation threshold), ``debt`` = value of its debt, ``equity`` = notional - debt,
+        ``maintenance`` = ``sum(collateral_value_j * (1 - liquidation_threshold_j))`` (the
+        equity the account must keep: its health factor is below 1 exactly when equity is
+        below it), computed as ``notional - health_factor * debt``. Accounts holding an
+        asset without a price are left out. One compiled scan, as :meth:`health_factors`.
+        """
+        ids = self._accounts[: self._n_accounts]
+        if ids.size == 0:
+            return AccountExposures.empty()
+        hf, debt, coll, _, _ = self._scan(ids, reuse=True)
+        keep = (debt > 0) & np.isfinite(debt) & np.isfinite(coll) & np.isfinite(hf)
+        debt, coll = debt[keep], coll[keep]  # copies: the scan buffers are reused
+        return AccountExposures(
+            holder=ids[keep].copy(),
+            notional=coll,
+            equity=coll - debt,
+            debt=debt,
+            maintenance=coll - hf[keep] * debt,
         )
 
     # ------------------------------------------------------------------------------- liquidation

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from marginsim.protocols.cdp import AuctionState, CdpProtocol, UnsafeVaults
-    from marginsim.protocols.events import LiquidationPrices
+    from marginsim.protocols.events import AccountExposures, LiquidationPrices
     from marginsim.protocols.lending import LendingPool, LiquidatableAccounts, ReserveInfo
     from marginsim.protocols.perp import PerpVenue
 
@@ -203,7 +203,48 @@ class ProtocolsView:
     ) -> pd.DataFrame:
         """The public liquidation map of ``symbol`` on ``grid``.
 
-        Columns price, long_debt, short_debt; ``reference`` is the price now on the grid's
-        axis (see :func:`marginsim.metrics.liquidation_map_from_prices`).
+        Columns price, long_debt, short_debt, long_collateral, short_collateral;
+        ``reference`` is the price now on the grid's axis (see
+        :func:`marginsim.metrics.liquidation_map_from_prices`).
         """
         return liquidation_map_from_prices(self.liquidation_prices(symbol), grid, reference)
+
+    # ---------------------------------------------------------------- market-wide measures
+    def account_exposures(self) -> list[tuple[str, str, AccountExposures]]:
+        """Leveraged accounts of every protocol: ``(kind, name, exposures)`` per protocol.
+
+        ``kind`` is ``lending``, ``cdp`` or ``perp``; protocols in scenario order within a
+        kind (see :meth:`LendingPool.account_exposures`,
+        :meth:`CdpProtocol.account_exposures`, :meth:`PerpVenue.account_exposures`).
+        """
+        out = [("lending", n, p.account_exposures()) for n, p in self._lending.items()]
+        out += [("cdp", n, c.account_exposures()) for n, c in self._cdps.items()]
+        out += [("perp", n, v.account_exposures()) for n, v in self._perps.items()]
+        return out
+
+    def total_value_locked(self) -> dict[str, float]:
+        """Value locked in each protocol now, quote human units, by protocol name.
+
+        A lending pool: every supplied asset at the pool's price (its ``supplied_value``;
+        NaN when a supplied asset has no price). A CDP: the collateral locked in vaults at
+        the oracle price (NaN without one). A perp venue: settlement tokens it holds as
+        margin plus its insurance fund (stablecoin at 1).
+        """
+        out: dict[str, float] = {}
+        for name, pool in self._lending.items():
+            total = 0.0
+            for res in pool.reserves:
+                units = pool.total_supplied_units(res.symbol)
+                if units:
+                    price = pool.prices.price(res.price_ref)
+                    total += units / res.unit * (float("nan") if price is None else price)
+            out[name] = total
+        for name, cdp in self._cdps.items():
+            price = cdp.oracle_price()
+            ink = cdp.locked_collateral
+            out[name] = float("nan") if price is None else ink * price
+        for name, venue in self._perps.items():
+            held = venue.ledger.balance(venue.margin_holder, venue.settlement)
+            held += venue.ledger.balance(venue.insurance_holder, venue.settlement)
+            out[name] = held / float(venue.unit)
+        return out
