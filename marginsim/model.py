@@ -49,7 +49,7 @@ from marginsim.protocols.events import LIQUIDATION_COLUMNS
 from marginsim.protocols.lending import LendingPool
 from marginsim.protocols.perp import PerpContract, PerpVenue
 from marginsim.protocols.view import ProtocolsView
-from marginsim.rng import RandomStreams
+from marginsim.rng import RandomStreams, run_seed_sequence
 
 __all__ = ["InvariantViolation", "MarginModel"]
 
@@ -149,7 +149,9 @@ class MarginModel(mesa.Model):
         check_invariants: bool = False,
     ) -> None:
         self.scenario = scenario
-        self.streams = RandomStreams(scenario.run.seed if seed is None else seed)
+        if seed is None:  # a sweep run's spawn key (run.spawn_key) picks its own stream
+            seed = run_seed_sequence(scenario.run.seed, scenario.run.spawn_key)
+        self.streams = RandomStreams(seed)
         super().__init__(rng=self.streams.get("schedule"))
         self.check_invariants = check_invariants
         self.step_index = -1
