@@ -1,0 +1,199 @@
+"""Running sweeps: identical tables on every executor, failures recorded, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from marginsim.experiments.executors import LocalExecutor, RemoteError, WorkerDiedError
+from marginsim.experiments.sweep import SUMMARY_COLUMNS, load_summary, run_sweep
+
+REPO = Path(__file__).resolve().parents[2]
+
+SMALL = """
+name = "small"
+base = "default"
+replicates = 2
+master_seed = 3
+[overrides]
+"run.steps" = 20
+[design]
+kind = "grid"
+[[parameters]]
+path = "exogenous.volatility"
+values = [0.4, 1.6]
+[[parameters]]
+path = "run.max_liquidation_rounds"
+values = [1, 4]
+"""
+
+
+def _spec_file(tmp_path: Path, text: str = SMALL) -> Path:
+    path = tmp_path / "sweep.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_local_executor_runs_calls_in_fresh_processes_and_survives_a_dead_worker():
+    executor = LocalExecutor(workers=2)
+    try:
+        pids = [executor.submit(os.getpid) for _ in range(3)]
+        dead = executor.submit(os._exit, 3)  # the worker dies without answering
+        raising = executor.submit(int, "x")
+        ok = executor.submit(pow, 2, 10)
+        assert len({f.result(timeout=60) for f in pids}) == 3  # one process per call
+        assert os.getpid() not in {f.result() for f in pids}
+        with pytest.raises(WorkerDiedError, match="exit code 3"):
+            dead.result(timeout=60)
+        with pytest.raises(RemoteError, match="invalid literal") as info:
+            raising.result(timeout=60)
+        assert "Traceback" in info.value.remote_traceback
+        assert ok.result(timeout=60) == 1024
+    finally:
+        executor.shutdown()
+
+
+def test_same_table_with_one_worker_two_workers_and_dask(tmp_path):
+    spec = _spec_file(tmp_path)
+    one = run_sweep(spec, tmp_path / "w1", workers=1, progress=False)
+    two = run_sweep(spec, tmp_path / "w2", workers=2, progress=False)
+    pytest.importorskip("distributed")
+    dask = run_sweep(spec, tmp_path / "dask", scheduler="local", workers=2, progress=False)
+    assert (one.computed, one.skipped, one.failed) == (8, 0, 0)
+    table = one.summary
+    assert list(table.columns[: len(SUMMARY_COLUMNS)]) == list(SUMMARY_COLUMNS)
+    assert list(table[["point", "replicate"]].itertuples(index=False, name=None)) == [
+        (p, r) for p in range(4) for r in range(2)
+    ]
+    assert (table["status"] == "ok").all()
+    pd.testing.assert_frame_equal(table, two.summary)
+    pd.testing.assert_frame_equal(table, dask.summary)
+    pd.testing.assert_frame_equal(table, load_summary(tmp_path / "dask" / "small"))
+    # Replicates of a point differ (own seeds), and the table is queryable with DuckDB.
+    path = tmp_path / "w1" / "small" / "summary.parquet"
+    rows = duckdb.sql(
+        f"select point, count(*) n, count(distinct final_index) k from '{path}' group by point "
+        "order by point"
+    ).fetchall()
+    assert rows == [(0, 2, 2), (1, 2, 2), (2, 2, 2), (3, 2, 2)]
+    run_dir = tmp_path / "w1" / "small" / table["run_dir"][0]
+    assert (run_dir / "metrics.parquet").exists()
+    assert (
+        json.loads((run_dir / "summary.json").read_text())["final_index"] == table["final_index"][0]
+    )
+    again = run_sweep(spec, tmp_path / "w1", workers=2, progress=False)
+    assert (again.computed, again.skipped) == (0, 8)
+    pd.testing.assert_frame_equal(table, again.summary)
+
+
+def test_a_failing_design_point_is_recorded_and_the_others_complete(tmp_path):
+    prices = tmp_path / "prices.csv"
+    prices.write_text("price\n" + "\n".join(str(2000 + k) for k in range(40)) + "\n")
+    spec = _spec_file(
+        tmp_path,
+        f"""
+name = "failing"
+base = "default"
+replicates = 2
+[overrides]
+"run.steps" = 10
+"exogenous.model" = "replay"
+"exogenous.file" = "{prices}"
+[design]
+kind = "zip"
+[[parameters]]
+path = "exogenous.column"
+values = ["price", "no_such_column", "price"]
+""",
+    )
+    outcome = run_sweep(spec, tmp_path / "out", workers=2, progress=False)
+    table = outcome.summary
+    assert outcome.failed == 2
+    assert list(table["status"]) == ["ok", "ok", "failed", "failed", "ok", "ok"]
+    failed = table[table["status"] == "failed"]
+    assert failed["error"].str.contains("no_such_column").all()
+    assert failed["run_dir"].isna().all() and failed["final_index"].isna().all()
+    record = json.loads(
+        (tmp_path / "out" / "failing" / "failures" / f"{failed['run_id'].iloc[0]}.json").read_text()
+    )
+    assert record["parameters"] == {"exogenous.column": "no_such_column"}
+    assert record["point"] == 1 and record["replicate"] == 0
+    assert "Traceback (most recent call last)" in record["traceback"]
+    assert "no_such_column" in record["traceback"]
+    # Completed runs are stored; a rerun retries only the failed ones.
+    again = run_sweep(spec, tmp_path / "out", workers=2, progress=False)
+    assert (again.computed, again.skipped, again.failed) == (2, 4, 2)
+
+
+def _sweep_cmd(spec: Path, out: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "marginsim",
+        "sweep",
+        str(spec),
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--no-report",
+    ]
+
+
+def _stored(folder: Path) -> dict[str, float]:
+    runs = folder / "runs"
+    if not runs.exists():
+        return {}
+    return {
+        p.name: p.stat().st_mtime_ns
+        for p in runs.iterdir()
+        if not p.name.startswith(".") and (p / "summary.json").exists()
+    }
+
+
+def test_killed_driver_loses_no_run_and_the_rerun_computes_only_the_missing(tmp_path):
+    text = SMALL.replace("replicates = 2", "replicates = 4").replace(
+        '"run.steps" = 20', '"run.steps" = 120'
+    )
+    spec = _spec_file(tmp_path, text)  # 16 runs
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        _sweep_cmd(spec, out),
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 240
+    while len(_stored(out / "small")) < 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver, its fork server and its workers
+    proc.wait()
+    stored = _stored(out / "small")
+    assert 3 <= len(stored) < 16, "the sweep must be interrupted part-way"
+    rerun = subprocess.run(
+        _sweep_cmd(spec, out), env=env, capture_output=True, text=True, timeout=600
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{16 - len(stored)} computed, {len(stored)} already stored, 0 failed" in rerun.stdout
+    after = _stored(out / "small")
+    assert len(after) == 16
+    assert {k: after[k] for k in stored} == stored  # finished runs were not recomputed
+    whole = subprocess.run(
+        _sweep_cmd(spec, tmp_path / "whole"), env=env, capture_output=True, text=True, timeout=600
+    )
+    assert whole.returncode == 0, whole.stderr
+    pd.testing.assert_frame_equal(
+        load_summary(out / "small"), load_summary(tmp_path / "whole" / "small")
+    )
