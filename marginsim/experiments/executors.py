@@ -9,9 +9,10 @@ to that interface (:func:`make_executor` picks the executor from the command-lin
 ever built alive (``mesa.Agent._ids`` is a class-level dict keyed by model), so a long-lived
 worker would grow with every run; a fresh process per run also means no state can leak from
 one run to the next. The processes come from the ``forkserver`` start method with marginsim
-pre-imported in the server (:data:`PRELOAD`), so a run's process starts in milliseconds instead
-of paying the 0.7 s import of numpy, pandas, numba and mesa; the server is a single-threaded
-process, so forking it is safe, unlike forking a driver that runs threads (pyarrow, tqdm).
+pre-imported and its numba kernels loaded in the server (:data:`PRELOAD`), so a run's process
+starts in milliseconds instead of paying the 0.7 s import of numpy, pandas, numba and mesa and
+the 0.3-0.5 s load of the kernels; the server is a single-threaded process, so forking it is
+safe, unlike forking a driver that runs threads (pyarrow, tqdm).
 
 :class:`DaskExecutor` sends calls to a ``dask.distributed`` cluster (an existing one by
 address, or a ``LocalCluster`` started for the sweep). Dask workers are long-lived, so the
@@ -50,6 +51,7 @@ PRELOAD = (
     "marginsim.experiments.runner",
     "marginsim.experiments.store",
     "marginsim.experiments.sweep",
+    "marginsim.experiments._forkserver_warmup",  # loads the numba kernels once in the server
 )
 
 
