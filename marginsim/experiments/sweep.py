@@ -570,12 +570,29 @@ def _write_summary_only(
     return final
 
 
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = f"{record.levelname.lower()}: {record.getMessage()}"
+        if message not in self.messages:
+            self.messages.append(message)
+
+
 def execute_run(task: RunTask) -> dict[str, Any]:
     """Run one sweep run and write it; never raises for a failing simulation.
 
-    Runs in a worker. Returns ``{"status": "ok", "run_dir": ...}`` or
-    ``{"status": "failed", "error": ..., "traceback": ...}``.
+    Runs in a worker. Returns ``{"status": "ok", "run_dir": ..., "warnings": [...]}`` or
+    ``{"status": "failed", "error": ..., "traceback": ..., "warnings": [...]}``. Warnings
+    that marginsim logs during the run are collected instead of printed, so that the driver
+    can report each distinct one once rather than once per run over the progress bar.
     """
+    package_logger = logging.getLogger("marginsim")
+    collect, propagate = _Collect(), package_logger.propagate
+    package_logger.addHandler(collect)
+    package_logger.propagate = False
     try:
         try:
             result = run(task.scenario)
@@ -592,8 +609,12 @@ def execute_run(task: RunTask) -> dict[str, Any]:
             "status": "failed",
             "error": f"{type(exc).__name__}: {exc}",
             "traceback": traceback.format_exc(),
+            "warnings": collect.messages,
         }
-    return {"status": "ok", "run_dir": str(folder)}
+    finally:
+        package_logger.removeHandler(collect)
+        package_logger.propagate = propagate
+    return {"status": "ok", "run_dir": str(folder), "warnings": collect.messages}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -723,6 +744,9 @@ def run_sweep(
         )
     (folder / "runs").mkdir(parents=True, exist_ok=True)
     (folder / "failures").mkdir(exist_ok=True)
+    # Half-written runs of an interrupted attempt (never renamed into place) are garbage.
+    for stale in (folder / "runs").glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     _atomic_write_text(spec_file, resolved)
 
     rows: list[dict[str, Any]] = []
@@ -748,6 +772,7 @@ def run_sweep(
         futures: dict[cf.Future, int] = {}
         disable = None if progress is None else not progress
         last_write = time.monotonic()
+        warned: dict[str, int] = {}
         try:
             for k in todo:
                 task = RunTask(plans[k].scenario, str(folder), spec.keep_runs)
@@ -772,6 +797,8 @@ def run_sweep(
                             "error": f"{type(exc).__name__}: {exc}",
                             "traceback": trace,
                         }
+                    for message in outcome.get("warnings", ()):
+                        warned[message] = warned.get(message, 0) + 1
                     failure_file = folder / "failures" / f"{plan.run_id}.json"
                     if outcome["status"] == "ok":
                         rows[k] = _row(
@@ -810,5 +837,7 @@ def run_sweep(
             raise
         if own:
             executor.shutdown(wait=True)
+        for message, count in warned.items():
+            logger.warning("%s (in %d of %d runs)", message, count, len(todo))
     table = _write_table(rows, summary_path)
     return SweepOutcome(folder, table, len(todo), skipped, int((table["status"] == "failed").sum()))

@@ -161,27 +161,48 @@ def _stored(folder: Path) -> dict[str, float]:
     }
 
 
-def test_killed_driver_loses_no_run_and_the_rerun_computes_only_the_missing(tmp_path):
-    text = SMALL.replace("replicates = 2", "replicates = 3").replace(
-        '"run.steps" = 20', '"run.steps" = 80'
-    )
-    spec = _spec_file(tmp_path, text)  # 12 runs
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = tmp_path / "out"
+def _interrupt(spec: Path, out: Path, env: dict, sig: int, expect_code: int) -> dict[str, float]:
+    before = len(_stored(out / "small"))
     proc = subprocess.Popen(
         _sweep_cmd(spec, out),
         env=env,
         start_new_session=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 240
-    while len(_stored(out / "small")) < 2 and time.monotonic() < deadline and proc.poll() is None:
+    while len(_stored(out / "small")) < before + 2 and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver, its fork server and its workers
-    proc.wait()
+    os.killpg(proc.pid, sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == expect_code, err
+    if sig == signal.SIGINT:
+        assert "run the same command again" in err
+        try:  # leave nothing of the group behind for the next attempt
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     stored = _stored(out / "small")
-    assert 2 <= len(stored) < 12, "the sweep must be interrupted part-way"
+    assert before + 2 <= len(stored) < 12, "the sweep must be interrupted part-way"
+    return stored
+
+
+def test_killed_driver_loses_no_run_and_the_rerun_computes_only_the_missing(tmp_path):
+    text = SMALL.replace("replicates = 2", "replicates = 3").replace(
+        '"run.steps" = 20', '"run.steps" = 40'
+    )
+    spec = _spec_file(tmp_path, text)  # 12 runs
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = tmp_path / "out"
+    # Ctrl-C first: SIGINT to the foreground process group, as a terminal sends it.
+    stored_int = _interrupt(spec, out, env, signal.SIGINT, expect_code=130)
+    # Then kill -9 of the driver, its fork server and its workers.
+    stored = _interrupt(spec, out, env, signal.SIGKILL, expect_code=-signal.SIGKILL)
+    assert set(stored_int) <= set(stored)
+    assert {k: stored[k] for k in stored_int} == stored_int
     rerun = subprocess.run(
         _sweep_cmd(spec, out), env=env, capture_output=True, text=True, timeout=600
     )
@@ -190,10 +211,6 @@ def test_killed_driver_loses_no_run_and_the_rerun_computes_only_the_missing(tmp_
     after = _stored(out / "small")
     assert len(after) == 12
     assert {k: after[k] for k in stored} == stored  # finished runs were not recomputed
-    whole = subprocess.run(
-        _sweep_cmd(spec, tmp_path / "whole"), env=env, capture_output=True, text=True, timeout=600
-    )
-    assert whole.returncode == 0, whole.stderr
-    pd.testing.assert_frame_equal(
-        load_summary(out / "small"), load_summary(tmp_path / "whole" / "small")
-    )
+    assert not list((out / "small" / "runs").glob(".tmp-*"))
+    whole = run_sweep(spec, tmp_path / "whole", workers=2, progress=False)
+    pd.testing.assert_frame_equal(load_summary(out / "small"), whole.summary)
