@@ -289,7 +289,7 @@ def sweep_command(
     folder = Path(out_dir) / spec.name
     click.echo(f"{spec.name}: {len(plans)} runs ({spec.design.kind} design) -> {folder}", err=True)
     try:
-        outcome = run_sweep(spec, out_dir, executor=executor, progress=progress)
+        outcome = run_sweep(spec, out_dir, executor=executor, progress=progress, plans=plans)
     except SweepError as exc:
         executor.shutdown(wait=False, cancel_futures=True)
         _fail_input(str(exc))

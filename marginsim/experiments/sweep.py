@@ -704,6 +704,7 @@ def run_sweep(
     workers: int | None = None,
     scheduler: str | None = None,
     progress: bool | None = None,
+    plans: Sequence[RunPlan] | None = None,
 ) -> SweepOutcome:
     """Run every missing run of a sweep and write its summary table.
 
@@ -719,6 +720,7 @@ def run_sweep(
         workers: Worker processes of the default executor.
         scheduler: Dask scheduler of the default executor (``"local"`` or an address).
         progress: Progress bar (``None``: only on a terminal).
+        plans: ``plan_sweep(spec)`` when the caller has it already (it is not rebuilt).
 
     Returns:
         A :class:`SweepOutcome`.
@@ -728,7 +730,7 @@ def run_sweep(
     """
     if not isinstance(spec, SweepSpec):
         spec = load_sweep(spec)
-    plans = plan_sweep(spec)
+    plans = list(plan_sweep(spec) if plans is None else plans)
     folder = Path(out) / spec.name
     resolved = spec.to_toml()
     spec_file = folder / "sweep.toml"

@@ -214,3 +214,34 @@ def test_killed_driver_loses_no_run_and_the_rerun_computes_only_the_missing(tmp_
     assert not list((out / "small" / "runs").glob(".tmp-*"))
     whole = run_sweep(spec, tmp_path / "whole", workers=2, progress=False)
     pd.testing.assert_frame_equal(load_summary(out / "small"), whole.summary)
+
+
+def test_execute_run_in_process_releases_its_model_and_collects_warnings(tmp_path):
+    from mesa import Agent
+
+    from marginsim.experiments.sweep import RunTask, execute_run, load_sweep, plan_sweep
+    from marginsim.model import MarginModel
+
+    spec = load_sweep(
+        {
+            "name": "inproc",
+            "base": "default",
+            "keep_runs": "summary",
+            "overrides": {"run.steps": 5},
+            "parameters": [{"path": "exogenous.volatility", "values": [0.5]}],
+        }
+    )
+    plan = plan_sweep(spec)[0]
+    outcome = execute_run(RunTask(plan.scenario, str(tmp_path), "summary"))
+    assert outcome["status"] == "ok"
+    # A long-lived worker (Dask) must not keep the finished model in Mesa's registry.
+    assert not [m for m in Agent._ids if isinstance(m, MarginModel) and m.scenario is plan.scenario]
+    # The default scenario's shock at step 720 cannot fire in 5 steps: said once, collected.
+    assert any("will not fire" in w for w in outcome["warnings"])
+    # keep_runs = "summary": only the small files are kept.
+    folder = tmp_path / "runs" / plan.run_id
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "manifest.json",
+        "scenario.toml",
+        "summary.json",
+    ]
