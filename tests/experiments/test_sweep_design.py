@@ -169,3 +169,17 @@ def test_replay_command_rebuilds_the_same_scenario():
         replayed = load_scenario("default").with_overrides(overrides)
         assert replayed == plan.scenario
         assert run_id(replayed) == plan.run_id
+
+
+def test_shipped_example_sweeps_are_valid():
+    from importlib import resources
+
+    folder = resources.files("marginsim.experiments") / "sweeps"
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".toml"))
+    assert names == ["lending_sobol.toml", "quick.toml"]
+    quick = load_sweep(str(folder / "quick.toml"))
+    # 2 x 2 grid x 2 replicates.
+    assert len(plan_sweep(quick)) == 8
+    sobol = load_sweep(str(folder / "lending_sobol.toml"))
+    # Saltelli: 16 * (3 + 2) points x 2 replicates.
+    assert len(plan_sweep(sobol)) == 160
