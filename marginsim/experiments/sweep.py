@@ -514,7 +514,13 @@ def plan_sweep(spec: SweepSpec, *, max_problems: int = 20) -> list[RunPlan]:
 
 @dataclasses.dataclass(frozen=True)
 class RunTask:
-    """What a worker needs for one run (picklable)."""
+    """What a worker needs for one run (picklable).
+
+    Attributes:
+        scenario: The run's resolved scenario.
+        sweep_dir: Absolute path of the sweep folder (workers may run in another folder).
+        keep_runs: ``"all"`` or ``"summary"`` (see :class:`SweepSpec`).
+    """
 
     scenario: Scenario
     sweep_dir: str
@@ -777,7 +783,7 @@ def run_sweep(
         warned: dict[str, int] = {}
         try:
             for k in todo:
-                task = RunTask(plans[k].scenario, str(folder), spec.keep_runs)
+                task = RunTask(plans[k].scenario, str(folder.resolve()), spec.keep_runs)
                 futures[executor.submit(execute_run, task)] = k
             with tqdm(
                 total=len(plans),
