@@ -96,7 +96,8 @@ def _metric_figure(
             ax.set_xticks(range(len(order)), order, rotation=30)
         ax.set_xlabel(param)
         ax.set_ylabel(metric)
-    axes[0][0].legend(fontsize=7)
+    if axes[0][0].get_legend_handles_labels()[0]:  # categorical axes have no labelled artists
+        axes[0][0].legend(fontsize=7)
     fig.suptitle(f"{metric} by parameter ({spec.name})")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

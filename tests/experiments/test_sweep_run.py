@@ -132,6 +132,16 @@ values = ["price", "no_such_column", "price"]
     # Completed runs are stored; a rerun retries only the failed ones.
     again = run_sweep(spec, tmp_path / "out", workers=2, progress=False)
     assert (again.computed, again.skipped, again.failed) == (2, 4, 2)
+    # The command exits 1 when runs failed, after writing the summary and the report.
+    from click.testing import CliRunner
+
+    from marginsim.__main__ import cli
+
+    result = CliRunner().invoke(cli, ["sweep", str(spec), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "2 computed, 4 already stored, 2 failed" in result.output
+    assert "2 run(s) failed" in result.output
+    assert (tmp_path / "out" / "failing" / "report" / "report.html").exists()
 
 
 def _sweep_cmd(spec: Path, out: Path) -> list[str]:
