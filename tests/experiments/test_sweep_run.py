@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -255,3 +256,42 @@ def test_execute_run_in_process_releases_its_model_and_collects_warnings(tmp_pat
         "scenario.toml",
         "summary.json",
     ]
+
+
+class _KillOneRun(LocalExecutor):
+    """A local executor whose worker for one chosen run dies (os._exit) instead of running."""
+
+    def __init__(self, victim_run_id: str) -> None:
+        super().__init__(workers=2)
+        self.victim = victim_run_id
+
+    def submit(self, fn, /, *args, **kwargs):
+        if args and getattr(args[0], "scenario", None) is not None:
+            from marginsim.experiments.store import run_id
+
+            if run_id(args[0].scenario) == self.victim:
+                return super().submit(os._exit, 9)
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_a_killed_worker_fails_only_its_run(tmp_path):
+    from marginsim.experiments.sweep import load_sweep, plan_sweep
+
+    spec = load_sweep(_spec_file(tmp_path))
+    victim = plan_sweep(spec)[3].run_id  # point 1, replicate 1
+    executor = _KillOneRun(victim)
+    try:
+        outcome = run_sweep(spec, tmp_path / "out", executor=executor, progress=False)
+    finally:
+        executor.shutdown()
+    table = outcome.summary
+    assert list(table["status"]) == ["ok"] * 3 + ["failed"] + ["ok"] * 4
+    assert re.fullmatch(
+        r"WorkerDiedError: worker process \d+ ended with exit code 9", table["error"][3]
+    )
+    record = json.loads((tmp_path / "out" / "small" / "failures" / f"{victim}.json").read_text())
+    assert record["parameters"] == {"exogenous.volatility": 0.4, "run.max_liquidation_rounds": 4}
+    # Running again (normal executor) computes that one run and clears its failure record.
+    again = run_sweep(spec, tmp_path / "out", workers=2, progress=False)
+    assert (again.computed, again.skipped, again.failed) == (1, 7, 0)
+    assert not (tmp_path / "out" / "small" / "failures" / f"{victim}.json").exists()
