@@ -310,6 +310,15 @@ def _salib_problem(spec: SweepSpec) -> dict[str, Any]:
     }
 
 
+def _qmc(cls: Any, d: int, seed_seq: np.random.SeedSequence, **kwargs: Any) -> Any:
+    # SciPy >= 1.15 names the generator argument ``rng``; older releases call it ``seed``.
+    generator = np.random.default_rng(seed_seq)
+    try:
+        return cls(d=d, rng=generator, **kwargs)
+    except TypeError:
+        return cls(d=d, seed=generator, **kwargs)
+
+
 def design_matrix(spec: SweepSpec) -> np.ndarray:
     """The raw design of a range-based sweep: one row per point, one column per parameter.
 
@@ -327,13 +336,11 @@ def design_matrix(spec: SweepSpec) -> np.ndarray:
     if kind == "lhs":
         from scipy.stats import qmc
 
-        return _unit_to_range(
-            qmc.LatinHypercube(d=d, rng=np.random.default_rng(seed_seq)).random(n), spec
-        )
+        return _unit_to_range(_qmc(qmc.LatinHypercube, d, seed_seq).random(n), spec)
     if kind == "sobol_sequence":
         from scipy.stats import qmc
 
-        sampler = qmc.Sobol(d=d, scramble=True, rng=np.random.default_rng(seed_seq))
+        sampler = _qmc(qmc.Sobol, d, seed_seq, scramble=True)
         return _unit_to_range(sampler.random(n), spec)
     if kind == "sobol":
         from SALib.sample import sobol
