@@ -122,3 +122,15 @@ def test_dask_missing_gives_a_clear_message(monkeypatch, tmp_path):
     )
     assert result.exit_code == 2
     assert "marginsim[cluster]" in result.output
+
+
+@pytest.mark.parametrize("key", [[-1], [2**32], [0] * 9])
+def test_run_spawn_key_is_validated_and_named(key):
+    from marginsim.config import ScenarioError
+    from marginsim.experiments.scenarios import load_scenario
+
+    with pytest.raises(ScenarioError) as info:
+        load_scenario("default").with_overrides({"run.spawn_key": key})
+    assert info.value.problems == [
+        ("run.spawn_key", f"must be at most 8 integers in [0, 2**32); got {key}")
+    ]
