@@ -1,4 +1,4 @@
-"""Command line: ``marginsim run|scenarios|validate|study``.
+"""Command line: ``marginsim run|scenarios|validate|study|sweep``.
 
 Exit codes: 0 success; 2 bad input (invalid scenario, bad ``--set``, unknown scenario name,
 missing file), with a short message and no traceback; 1 internal failure or an invariant
@@ -225,6 +225,98 @@ def study_command(
         click.echo(f"error: study failed: {exc}\ntraceback saved to {trace}", err=True)
         sys.exit(EXIT_FAILURE)
     click.echo(f"{name}: done\nresults: {main_output}")
+
+
+@cli.command("sweep")
+@click.argument("spec_file", metavar="SWEEP.toml")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Runs at once (local processes, or LocalCluster workers); default: all cores.",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="Run on Dask: 'local' starts a LocalCluster, tcp://host:port joins a running "
+    "cluster (needs pip install 'marginsim[cluster]'). Default: local worker processes.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default="results",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Root folder; the sweep writes into OUT/<sweep name>/.",
+)
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal)."
+)
+@click.option(
+    "--report/--no-report",
+    default=True,
+    show_default=True,
+    help="Write the sweep report (figures and report.html) at the end.",
+)
+def sweep_command(
+    spec_file: str,
+    workers: int | None,
+    scheduler: str | None,
+    out_dir: str,
+    progress: bool | None,
+    report: bool,
+) -> None:
+    """Run the sweep SWEEP.toml; running it again computes only the missing runs.
+
+    Exit 0 when every run succeeded, 1 when some failed (their tracebacks are in
+    OUT/<name>/failures/), 2 for a bad sweep file, 130 when interrupted.
+    """
+    from marginsim.experiments.executors import DaskUnavailableError, make_executor
+    from marginsim.experiments.sweep import SweepError, load_sweep, plan_sweep, run_sweep
+
+    try:
+        spec = load_sweep(spec_file)
+        plans = plan_sweep(spec)
+    except SweepError as exc:
+        _fail_input(str(exc))
+        raise  # unreachable: _fail_input exits
+    try:
+        executor = make_executor(workers, scheduler)
+    except (DaskUnavailableError, ValueError, OSError) as exc:
+        _fail_input(str(exc))
+        raise  # unreachable
+    folder = Path(out_dir) / spec.name
+    click.echo(f"{spec.name}: {len(plans)} runs ({spec.design.kind} design) -> {folder}", err=True)
+    try:
+        outcome = run_sweep(spec, out_dir, executor=executor, progress=progress, plans=plans)
+    except SweepError as exc:
+        executor.shutdown(wait=False, cancel_futures=True)
+        _fail_input(str(exc))
+    except KeyboardInterrupt:
+        executor.shutdown(wait=False, cancel_futures=True)
+        click.echo(
+            f"interrupted: finished runs are stored in {folder}/runs; "
+            "run the same command again to compute the missing ones",
+            err=True,
+        )
+        sys.exit(130)
+    executor.shutdown(wait=True)
+    click.echo(
+        f"{spec.name}: {outcome.computed} computed, {outcome.skipped} already stored, "
+        f"{outcome.failed} failed"
+    )
+    if report:
+        from marginsim.experiments.sweep_report import build_sweep_report
+
+        try:
+            click.echo(f"report: {build_sweep_report(outcome.folder)}")
+        except Exception as exc:  # noqa: BLE001 - the runs are stored; say what failed
+            click.echo(f"warning: report not written: {exc}", err=True)
+    click.echo(f"summary: {outcome.folder / 'summary.parquet'}")
+    if outcome.failed:
+        click.echo(f"error: {outcome.failed} run(s) failed; see {folder / 'failures'}", err=True)
+        sys.exit(EXIT_FAILURE)
 
 
 def main() -> None:

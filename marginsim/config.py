@@ -117,6 +117,11 @@ class RunConfig(_Frozen):
             one round, all bots together; 0 means unlimited. When block space is limited,
             bots are included in the order of their gas bids (highest first, ties in a
             seeded order) and pay their bid for every call included.
+        spawn_key: Optional path below ``seed`` in numpy's seed tree: the run draws from
+            ``SeedSequence(seed, spawn_key=spawn_key)``. A sweep sets ``[point, replicate]``
+            here so that every run of the sweep can be replayed alone; unset (the default, and
+            then absent from ``scenario.toml``) means ``SeedSequence(seed)``, so runs without
+            a key are unchanged. Entries are integers in ``[0, 2**32)``; at most 8.
     """
 
     seed: int = Field(default=7, ge=0, lt=2**63)
@@ -124,6 +129,15 @@ class RunConfig(_Frozen):
     step_seconds: PositiveFloat = 60.0
     max_liquidation_rounds: int = Field(default=5, ge=1, le=1000)
     block_space: int = Field(default=0, ge=0)
+    spawn_key: tuple[int, ...] | None = None
+
+    @field_validator("spawn_key")
+    @classmethod
+    def _spawn_key_words(cls, key: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        # One check for the whole key, so the error names run.spawn_key (not an item).
+        if key is not None and (len(key) > 8 or any(not 0 <= k < 2**32 for k in key)):
+            raise ValueError(f"must be at most 8 integers in [0, 2**32); got {list(key)}")
+        return key
 
 
 # ------------------------------------------------------------------------------- assets

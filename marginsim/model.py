@@ -53,7 +53,7 @@ from marginsim.protocols.lending import RAY, LendingPool
 from marginsim.protocols.network import EdgeKind, ProtocolNetwork
 from marginsim.protocols.perp import PerpContract, PerpVenue
 from marginsim.protocols.view import ProtocolsView
-from marginsim.rng import RandomStreams
+from marginsim.rng import RandomStreams, run_seed_sequence
 
 __all__ = ["InvariantViolation", "MarginModel"]
 
@@ -153,7 +153,9 @@ class MarginModel(mesa.Model):
         check_invariants: bool = False,
     ) -> None:
         self.scenario = scenario
-        self.streams = RandomStreams(scenario.run.seed if seed is None else seed)
+        if seed is None:  # a sweep run's spawn key (run.spawn_key) picks its own stream
+            seed = run_seed_sequence(scenario.run.seed, scenario.run.spawn_key)
+        self.streams = RandomStreams(seed)
         super().__init__(rng=self.streams.get("schedule"))
         self.check_invariants = check_invariants
         self.step_index = -1

@@ -14,7 +14,13 @@ import hashlib
 
 import numpy as np
 
-__all__ = ["CORE_STREAMS", "RandomStreams", "replicate_seed_sequence"]
+__all__ = [
+    "CORE_STREAMS",
+    "RandomStreams",
+    "replicate_seed_sequence",
+    "run_seed_sequence",
+    "sweep_seed_sequence",
+]
 
 #: The streams every model uses; populations add their own names.
 CORE_STREAMS = ("exogenous", "schedule", "network", "init")
@@ -34,6 +40,30 @@ def replicate_seed_sequence(master_seed: int, replicate: int) -> np.random.SeedS
     if replicate < 0:
         raise ValueError(f"replicate must be >= 0, got {replicate}")
     return np.random.SeedSequence(master_seed, spawn_key=(replicate,))
+
+
+def sweep_seed_sequence(master_seed: int, point: int, replicate: int) -> np.random.SeedSequence:
+    """The seed sequence of replicate ``replicate`` of sweep design point ``point``.
+
+    ``SeedSequence(master_seed, spawn_key=(point, replicate))``: it depends only on these three
+    numbers, never on how many points, replicates or workers the sweep has.
+    """
+    if point < 0 or replicate < 0:
+        raise ValueError(f"point and replicate must be >= 0, got {point} and {replicate}")
+    return np.random.SeedSequence(master_seed, spawn_key=(point, replicate))
+
+
+def run_seed_sequence(
+    seed: int, spawn_key: tuple[int, ...] | None = None
+) -> np.random.SeedSequence:
+    """The root seed sequence of a run: ``SeedSequence(seed, spawn_key=spawn_key)``.
+
+    With no key this equals ``SeedSequence(seed)``, the root of a plain run, so that adding
+    ``run.spawn_key`` to the scenario format changed no existing run.
+    """
+    if int(seed) < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+    return np.random.SeedSequence(int(seed), spawn_key=tuple(spawn_key or ()))
 
 
 class RandomStreams:
