@@ -138,9 +138,9 @@ def run_command(
     click.echo(f"{sc.name}: {sc.run.steps} steps, seed {sc.run.seed}, {result.wall_seconds:.2f} s")
     for key, value in result.summary.items():
         click.echo(f"  {key:<{width}}  {_format_value(value)}")
-    click.echo(f"results: {folder}")
-    if report:
+    if report:  # before the results line, which stays last for scripts that read it
         _build_report_or_exit(Path(folder))
+    click.echo(f"results: {folder}")
 
 
 def _build_report_or_exit(folder: Path) -> None:

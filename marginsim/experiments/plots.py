@@ -565,7 +565,9 @@ def draw_network(run: StoredRun) -> Figure:
         linewidths=[2.5 if d else 0.8 for d in defaulted],
         node_size=900,
     )
-    nx.draw_networkx_labels(graph, pos, ax=ax, font_size=8)
+    nx.draw_networkx_labels(
+        graph, pos, ax=ax, font_size=8, bbox={"facecolor": "white", "alpha": 0.75, "lw": 0}
+    )
     fig.colorbar(drawn, ax=ax, label=f"bad debt ({quote})")
     ax.set_title(
         f"{run.name}: protocol network, u -> v when u is exposed to v\n"
@@ -627,9 +629,7 @@ def draw_returns(run: StoredRun) -> Figure:
     ax2.bar(lags - width / 2, _autocorrelation(returns, lags), width, label="returns")
     ax2.bar(lags + width / 2, _autocorrelation(np.abs(returns), lags), width, label="|returns|")
     band = 1.96 / math.sqrt(returns.size)
-    ax2.axhspan(
-        -band, band, color="0.85", alpha=0.6, zorder=0, label="95% band (no correlation)"
-    )
+    ax2.axhspan(-band, band, color="0.85", alpha=0.6, zorder=0, label="95% band (no correlation)")
     ax2.axhline(0.0, color="0.3", lw=0.6)
     ax2.set_title("autocorrelation")
     ax2.set_xlabel("lag (steps)")

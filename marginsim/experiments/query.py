@@ -315,6 +315,21 @@ def format_result(frame: pd.DataFrame, fmt: str = "table") -> str:
     footer = f"({n:,} row{'s' if n != 1 else ''})\n"
     if frame.shape[1] == 0:
         return footer
-    if n == 0:
-        return "  ".join(str(c) for c in frame.columns) + "\n" + footer
-    return frame.to_string(index=False, na_rep="NULL") + "\n" + footer
+    columns = []
+    for name in frame.columns:
+        series = frame[name]
+        numeric = pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+        cells = [str(name), *(_cell(v) for v in series.tolist())]
+        width = max(len(c) for c in cells)
+        columns.append([c.rjust(width) if numeric else c.ljust(width) for c in cells])
+    lines = ["  ".join(row).rstrip() for row in zip(*columns, strict=True)]
+    return "\n".join(lines) + "\n" + footer
+
+
+def _cell(value: Any) -> str:
+    value = _json_value(value)
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        return f"{value:.10g}"
+    return str(value)

@@ -5,7 +5,8 @@ of :data:`marginsim.experiments.plots.FIGURES` embedded as a base64 PNG (or a no
 the run has none), the summary, liquidations and bad debt by protocol, the largest cascades,
 the protocol network's nodes, the manifest, every output file with its row count, and the
 scenario TOML. It reads the stored files only, so it can be rebuilt at any time with
-``marginsim report RESULTS_DIR``.
+``marginsim report RESULTS_DIR``, and the same stored files give the same report, byte for
+byte (no build time is written; networkx layouts are seeded).
 
 Stable HTML ids, for readers and tests: ``fig-<id>`` (a ``<figure>`` holding
 ``<img id="img-<id>" alt="<id>" src="data:image/png;base64,...">``), ``skip-<id>`` (the note
@@ -15,7 +16,6 @@ of a skipped figure), ``table-<name>`` for the tables (:data:`TABLES`), ``scenar
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import html
 import importlib
 import math
@@ -294,9 +294,8 @@ def build_run_report(folder: str | Path, out: str | Path | None = None) -> Path:
         f"<style>{_CSS}</style></head><body>",
         f"<h1>marginsim report: {_esc(run.name)}</h1>",
         f"<p>Run <code>{_esc(run.folder.name)}</code>, seed {_esc(run.seed)}, "
-        f"{_fmt(len(run.metrics))} steps; report built "
-        f"{_esc(dt.datetime.now(dt.UTC).isoformat(timespec='seconds'))} from the stored "
-        f"files in <code>{_esc(run.folder)}</code>.</p>",
+        f"{_fmt(len(run.metrics))} steps, recorded {_esc(run.manifest.get('created_utc', '?'))}; "
+        f"report built from the stored files in <code>{_esc(run.folder)}</code>.</p>",
     ]
     description = run.scenario.get("description")
     if description:

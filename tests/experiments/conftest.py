@@ -93,7 +93,9 @@ def write_synthetic_run(folder: Path, *, full: bool = True) -> Path:
         metrics["margin_debt_cdp"] = metrics["maker_debt"]
         metrics["margin_debt_perp"] = metrics["perpx_margin_debt"]
         metrics["margin_debt"] = (
-            metrics["margin_debt_lending"] + metrics["margin_debt_cdp"] + metrics["margin_debt_perp"]
+            metrics["margin_debt_lending"]
+            + metrics["margin_debt_cdp"]
+            + metrics["margin_debt_perp"]
         )
         metrics["leverage"] = np.linspace(2.0, 3.0, STEPS)
         metrics["leverage_p50"] = 2.5
@@ -129,12 +131,16 @@ def write_synthetic_run(folder: Path, *, full: bool = True) -> Path:
             "uncovered": [500_000, 1_500_000],
         }
     ).to_parquet(folder / "events" / "bad_debt.parquet", index=False)
+    pd.DataFrame({"step": [60], "kind": ["fundamental_jump"], "size": [-0.1]}).to_parquet(
+        folder / "events" / "shocks.parquet", index=False
+    )
     pd.DataFrame(
-        {"step": [60], "kind": ["fundamental_jump"], "size": [-0.1]}
-    ).to_parquet(folder / "events" / "shocks.parquet", index=False)
-    pd.DataFrame(
-        {"step": [40, 80], "protocol": ["perpx"] * 2, "instrument": ["ETH-PERP"] * 2,
-         "rate": [1e-4, 1e-4]}
+        {
+            "step": [40, 80],
+            "protocol": ["perpx"] * 2,
+            "instrument": ["ETH-PERP"] * 2,
+            "rate": [1e-4, 1e-4],
+        }
     ).to_parquet(folder / "events" / "funding.parquet", index=False)
     if full:
         rows = []
@@ -182,8 +188,14 @@ def write_synthetic_run(folder: Path, *, full: bool = True) -> Path:
             }
         ).to_parquet(folder / "events" / "network_nodes.parquet", index=False)
     (folder / "scenario.toml").write_text(SCENARIO_TOML, encoding="utf-8")
-    summary = {"scenario": "synthetic", "seed": 3, "steps": STEPS, "final_mid": None,
-               "liquidations": 12, "bad_debt_events": 2}
+    summary = {
+        "scenario": "synthetic",
+        "seed": 3,
+        "steps": STEPS,
+        "final_mid": None,
+        "liquidations": 12,
+        "bad_debt_events": 2,
+    }
     (folder / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
     manifest = {"marginsim_version": "test", "seed": 3, "libraries": {"numpy": "x"}}
     (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
