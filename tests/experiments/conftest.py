@@ -166,7 +166,7 @@ def write_synthetic_run(folder: Path, *, full: bool = True) -> Path:
                 "length_steps": [3, 1, 1],
                 "liquidations": [9, 2, 1],
                 "liquidated_debt_value": [9000.0, 2000.0, 1000.0],
-                "price_impact": [-0.05, -0.01, -0.002],
+                "price_impact": [0.05, 0.01, 0.002],
             }
         ).to_parquet(folder / "events" / "cascades.parquet", index=False)
         pd.DataFrame(
