@@ -282,15 +282,12 @@ def report_command(results_dir: Path) -> None:
     help="Output format.",
 )
 def query_command(results_dir: Path, sql: str, fmt: str) -> None:
-    r"""Run SQL over RESULTS_DIR (a run, experiment or sweep folder) with DuckDB.
+    """Run SQL over RESULTS_DIR (a run, experiment or sweep folder) with DuckDB.
 
     Views: metrics, summary, runs and one per event table (trades, liquidations, ...);
     for an experiment or sweep folder each view starts with a run_id column. Bad SQL or a
     missing folder exits 2 with DuckDB's message. Example:
-
-    \b
-        marginsim query results/crash "select run_id, max(liquidations) as n
-          from metrics group by 1 order by n desc"
+    marginsim query results/crash "select count(*) from liquidations"
     """
     from marginsim.experiments.query import QueryError, format_result, run_query
 
