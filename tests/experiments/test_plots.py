@@ -164,3 +164,21 @@ def test_write_figures_saves_pngs(tmp_path, legacy_run):
 def test_stored_run_needs_metrics(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a run folder"):
         StoredRun(tmp_path)
+
+
+@pytest.mark.parametrize("spec", FIGURES, ids=lambda s: s.id)
+def test_every_figure_is_titled_and_its_axes_labelled(synthetic_run, spec):
+    fig = spec.draw(StoredRun(synthetic_run))
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert panels
+    for ax in panels:
+        assert ax.get_title(), spec.id
+        if ax.axison:  # the network drawing has no axes to label
+            # Shared x axes carry the label on the bottom panel only.
+            bottom = ax.get_subplotspec().is_last_row()
+            assert ax.get_ylabel(), spec.id
+            assert ax.get_xlabel() or not bottom, spec.id
+        if ax.get_legend_handles_labels()[0]:
+            assert ax.get_legend() is not None, spec.id
+    for cbar in (ax for ax in fig.axes if ax.get_label() == "<colorbar>"):
+        assert cbar.get_ylabel(), spec.id  # the colour scale says what and in which unit
