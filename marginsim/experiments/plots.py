@@ -8,7 +8,9 @@ stored has no heatmap). :data:`FIGURES` lists them in report order; :func:`draw_
 draws them all and :func:`write_figures` saves them as PNG files.
 
 Figures are made with matplotlib's object API (``Figure`` and its Agg canvas, no pyplot and
-no screen), styled with seaborn inside a context, so drawing never changes global state.
+no screen), so drawing never changes global state (no backend switch, no rcParams). None of
+these figure types needs seaborn, and leaving it out keeps its import (about a second) off
+every ``marginsim run``.
 
 Decisions:
     - Time axes are in steps, the unit every table of the run uses; the axis label gives the
@@ -593,8 +595,6 @@ def _autocorrelation(x: np.ndarray, lags: np.ndarray) -> np.ndarray:
 
 def draw_returns(run: StoredRun) -> Figure:
     """Distribution of the mid's one-step log returns and their autocorrelation."""
-    import seaborn as sns
-
     mid = run.metrics["mid_price"].to_numpy(dtype=float) if "mid_price" in run.metrics else None
     if mid is None:
         raise FigureSkipped("no mid price recorded")
@@ -605,8 +605,11 @@ def draw_returns(run: StoredRun) -> Figure:
     bps = 1e4 * returns
     fig, axes = _new_figure(_WIDE, 1, 2)
     ax = axes[0, 0]
-    with sns.axes_style("whitegrid"):
-        sns.histplot(bps, bins=60, stat="density", ax=ax, color="C0", label="returns")
+    # One filled step outline instead of 60 bar patches: same picture, a fraction of the
+    # drawing time.
+    ax.hist(
+        bps, bins=60, density=True, histtype="stepfilled", color="C0", alpha=0.7, label="returns"
+    )
     std = float(bps.std())
     if std > 0:
         x = np.linspace(bps.min(), bps.max(), 200)
@@ -625,9 +628,13 @@ def draw_returns(run: StoredRun) -> Figure:
     ax2 = axes[0, 1]
     max_lag = int(min(50, returns.size // 2))
     lags = np.arange(1, max_lag + 1)
-    width = 0.4
-    ax2.bar(lags - width / 2, _autocorrelation(returns, lags), width, label="returns")
-    ax2.bar(lags + width / 2, _autocorrelation(np.abs(returns), lags), width, label="|returns|")
+    for offset, series, colour, label in (
+        (-0.15, returns, "C0", "returns"),
+        (0.15, np.abs(returns), "C1", "|returns|"),
+    ):
+        acf = _autocorrelation(series, lags)
+        ax2.vlines(lags + offset, 0.0, acf, color=colour, lw=1.6)
+        ax2.plot(lags + offset, acf, "o", color=colour, ms=2.5, label=label)
     band = 1.96 / math.sqrt(returns.size)
     ax2.axhspan(-band, band, color="0.85", alpha=0.6, zorder=0, label="95% band (no correlation)")
     ax2.axhline(0.0, color="0.3", lw=0.6)
