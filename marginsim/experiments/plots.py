@@ -522,9 +522,15 @@ def draw_network(run: StoredRun) -> Figure:
     graph = nx.DiGraph()
     for row in nodes.itertuples(index=False):
         graph.add_node(str(row.node))
+    # Two protocols can be linked in several ways (a pool both reads a book's mid and sells
+    # on it): keep every (source, target) pair per kind, and draw each kind on its own curve.
+    by_kind: dict[str, list[tuple[str, str]]] = {}
     for row in edges.itertuples(index=False):
-        graph.add_edge(str(row.source), str(row.target), kind=str(getattr(row, "kind", "")))
-    pos = nx.spring_layout(graph, seed=run.seed)
+        u, v = str(row.source), str(row.target)
+        graph.add_edge(u, v)
+        by_kind.setdefault(str(getattr(row, "kind", "")), []).append((u, v))
+    # A longer spring than networkx's default 1/sqrt(n) keeps linked nodes from touching.
+    pos = nx.spring_layout(graph, k=2.0 / math.sqrt(max(graph.number_of_nodes(), 1)), seed=run.seed)
     loss = nodes.set_index(nodes["node"].astype(str))
     bad = loss["bad_debt"].reindex(list(graph.nodes)).fillna(0.0).to_numpy(dtype=float)
     defaulted = (
@@ -537,20 +543,21 @@ def draw_network(run: StoredRun) -> Figure:
     ax = axes[0, 0]
     from matplotlib.lines import Line2D
 
-    kinds = sorted({d["kind"] for _, _, d in graph.edges(data=True)})
     styles = ["solid", "dashed", "dotted", "dashdot"]
+    curves = [0.0, 0.2, -0.2, 0.4, -0.4]
     handles = []
-    for i, kind in enumerate(kinds):
+    for i, kind in enumerate(sorted(by_kind)):
         style, colour = styles[i % len(styles)], f"C{i % 10}"
         nx.draw_networkx_edges(
             graph,
             pos,
             ax=ax,
-            edgelist=[(u, v) for u, v, d in graph.edges(data=True) if d["kind"] == kind],
+            edgelist=sorted(set(by_kind[kind])),
             style=style,
             edge_color=colour,
             arrows=True,
             node_size=900,
+            connectionstyle=f"arc3,rad={curves[i % len(curves)]}",
         )
         # Arrow patches carry no legend label: one proxy line per exposure kind.
         handles.append(Line2D([], [], color=colour, ls=style, label=f"{kind} exposure"))
@@ -578,6 +585,7 @@ def draw_network(run: StoredRun) -> Figure:
     )
     if handles:
         ax.legend(handles=handles, loc="best", fontsize="small")
+    ax.margins(0.12)  # room for the labels of nodes on the rim
     ax.set_axis_off()
     return fig
 

@@ -171,10 +171,10 @@ def write_synthetic_run(folder: Path, *, full: bool = True) -> Path:
         ).to_parquet(folder / "events" / "cascades.parquet", index=False)
         pd.DataFrame(
             {
-                "source": ["aave", "maker", "aave", "perpx"],
-                "target": ["WETH-USDC", "WETH-USDC", "maker", "WETH-USDC"],
-                "kind": ["liquidity", "liquidity", "collateral", "oracle"],
-                "weight": [1.0, 1.0, 0.5, 1.0],
+                "source": ["aave", "maker", "aave", "perpx", "aave"],
+                "target": ["WETH-USDC", "WETH-USDC", "maker", "WETH-USDC", "WETH-USDC"],
+                "kind": ["liquidity", "liquidity", "collateral", "oracle", "oracle"],
+                "weight": [1.0, 1.0, 0.5, 1.0, 1.0],
             }
         ).to_parquet(folder / "events" / "network_edges.parquet", index=False)
         pd.DataFrame(

@@ -114,6 +114,11 @@ def test_network_colours_nodes_by_bad_debt_and_is_seeded(synthetic_run):
     assert nodes.get_array().tolist() == [4.0, 0.0, 0.0, 0.0]
     again = plots.draw_network(StoredRun(synthetic_run))
     assert np.array_equal(nodes.get_offsets(), again.axes[0].collections[-1].get_offsets())
+    # Five edges, aave -> WETH-USDC twice (liquidity and oracle): five arrows, one per edge
+    # and kind, and one legend entry per kind.
+    assert len(fig.axes[0].patches) == 5
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["collateral exposure", "liquidity exposure", "oracle exposure"]
 
 
 def test_returns_autocorrelation_matches_a_direct_computation():
