@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import LogNorm, Normalize
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 __all__ = [
@@ -372,11 +372,10 @@ def draw_liquidation_heatmap(run: StoredRun) -> Figure:
     step_y = grid[1] - grid[0]
     y_edges = np.concatenate([grid - step_y / 2, [grid[-1] + step_y / 2]])
     positive = z[np.isfinite(z) & (z > 0)]
-    norm: Normalize = (
-        LogNorm(vmin=max(positive.min(), positive.max() * 1e-4), vmax=positive.max())
-        if positive.size and positive.max() > 0
-        else Normalize(0.0, 1.0)
-    )
+    if positive.size == 0:
+        raise FigureSkipped("the liquidation map holds no debt at any price (nothing leveraged)")
+    # Log colours: debt at a level spans orders of magnitude; floor at 1e-4 of the maximum.
+    norm = LogNorm(vmin=max(positive.min(), positive.max() * 1e-4), vmax=positive.max())
     base, quote = run.primary_pair
     fig, axes = _new_figure(_WIDE)
     ax = axes[0, 0]

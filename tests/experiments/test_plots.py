@@ -106,6 +106,15 @@ def test_heatmap_puts_each_step_on_a_common_price_grid(tmp_path, synthetic_run):
     assert mesh.get_coordinates()[0, :, 0].tolist() == [-5.0, 5.0, 15.0]
 
 
+def test_heatmap_of_a_map_without_debt_is_skipped(synthetic_run):
+    table = pd.DataFrame(
+        {"step": [0, 0], "price": [90.0, 110.0], "long_debt": [0.0, 0.0], "short_debt": [0.0, 0.0]}
+    )
+    table.to_parquet(synthetic_run / "events" / "liquidation_map.parquet", index=False)
+    with pytest.raises(FigureSkipped, match="no debt at any price"):
+        plots.draw_liquidation_heatmap(StoredRun(synthetic_run))
+
+
 def test_network_colours_nodes_by_bad_debt_and_is_seeded(synthetic_run):
     run = StoredRun(synthetic_run)
     fig = plots.draw_network(run)
