@@ -10,6 +10,7 @@ import types
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -153,6 +154,14 @@ def test_report_of_a_run_without_the_newer_tables_notes_what_is_missing(legacy_r
     ]
 
 
+def _stored_debt_on_map(folder: Path) -> bool:
+    path = folder / "events" / "liquidation_map.parquet"
+    if not path.exists():
+        return False
+    table = pd.read_parquet(path)
+    return bool(((table["long_debt"] + table["short_debt"]) > 0).any())
+
+
 # Short runs keep the whole set fast; 40 steps give 39 returns, enough for every figure
 # that the scenario's recorded data supports.
 @pytest.mark.parametrize("name", sorted(builtin_scenarios()))
@@ -161,16 +170,24 @@ def test_report_of_each_builtin_scenario(tmp_path, name):
     folder = write_run(run(scenario), tmp_path)
     report = parse(build_report(folder))
     check_complete(report)
-    # What every run records is always drawn; margin debt exactly when the scenario has a
-    # protocol, funding and open interest when it has a perp venue, cascade sizes when
-    # something was liquidated.
+    # What every run records is always drawn. The others exactly when the stored files hold
+    # their data: margin debt when there is a protocol (or the margin_debt metric), funding
+    # and open interest with a perp venue, cascade sizes after a liquidation, the heatmap
+    # when a liquidation map with some debt is stored, the network with its tables.
     for fig_id in ("price", "depth", "returns"):
         assert f"img-{fig_id}" in report.images, fig_id
+    metrics = pd.read_parquet(folder / "metrics.parquet")
     kinds = {p.kind for p in scenario.protocols.values()}
-    assert ("img-margin_debt" in report.images) == bool(kinds)
-    assert ("img-funding_open_interest" in report.images) == ("perp" in kinds)
-    liquidations = json.loads((folder / "summary.json").read_text())["liquidations"]
-    assert ("img-cascade_sizes" in report.images) == (liquidations > 0)
+    expected = {
+        "margin_debt": bool(kinds) or "margin_debt" in metrics.columns,
+        "funding_open_interest": "perp" in kinds,
+        "cascade_sizes": json.loads((folder / "summary.json").read_text())["liquidations"] > 0,
+        "liquidation_heatmap": _stored_debt_on_map(folder),
+        "network": (folder / "events" / "network_nodes.parquet").exists()
+        and len(pd.read_parquet(folder / "events" / "network_nodes.parquet")) > 0,
+    }
+    for fig_id, drawn in expected.items():
+        assert (f"img-{fig_id}" in report.images) == drawn, fig_id
     assert f'name = "{name}"' in report.pre["scenario-toml"]
 
 
