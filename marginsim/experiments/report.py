@@ -23,12 +23,16 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from marginsim.experiments.plots import StoredRun, draw_figures
 
 __all__ = ["TABLES", "ReportError", "ReportUnavailable", "build_report", "build_run_report"]
 
 TABLES: tuple[str, ...] = (
     "summary",
+    "metrics",
     "liquidations",
     "bad_debt",
     "cascades",
@@ -244,6 +248,62 @@ def _file_rows(run: StoredRun) -> list[tuple[Any, ...]]:
     return rows
 
 
+_KEY_METRICS = (
+    "index_price",
+    "mid_price",
+    "spread_bps",
+    "basis_bps",
+    "depth_bid_1pct",
+    "depth_ask_1pct",
+    "depth_bid_5pct",
+    "depth_ask_5pct",
+    "margin_debt",
+    "leverage",
+    "leverage_p99",
+    "wamm",
+    "distance_to_liquidation_p10",
+    "liquidatable_debt_5pct",
+    "leverage_to_depth",
+    "protocols_defaulted",
+    "systemic_loss",
+)
+
+
+def _metric_rows(run: StoredRun) -> list[tuple[Any, ...]]:
+    """First, lowest, highest and last value of the headline per-step metrics present.
+
+    Runs without the ``margin_debt`` metric list each protocol's debt column instead
+    (``<pool>_debt_value``, ``<cdp>_debt``, ``<venue>_margin_debt``).
+    """
+    m = run.metrics
+    names = [c for c in _KEY_METRICS if c in m.columns]
+    if "margin_debt" not in m.columns:
+        names += [
+            *(f"{p}_debt_value" for p in run.protocols("lending")),
+            *(f"{p}_debt" for p in run.protocols("cdp")),
+            *(f"{p}_margin_debt" for p in run.protocols("perp")),
+        ]
+    rows = []
+    for name in names:
+        if name not in m.columns:
+            continue
+        values = pd.to_numeric(m[name], errors="coerce").astype(float)
+        finite = values[np.isfinite(values)]
+        if finite.empty:
+            rows.append((name, math.nan, math.nan, math.nan, math.nan))
+            continue
+        rows.append(
+            (
+                name,
+                float(finite.iloc[0]),
+                float(finite.min()),
+                float(finite.max()),
+                float(finite.iloc[-1]),
+            )
+        )
+    return rows
+
+
 def _manifest_rows(run: StoredRun) -> list[tuple[str, Any]]:
     rows: list[tuple[str, Any]] = []
     for key, value in run.manifest.items():
@@ -302,6 +362,19 @@ def build_run_report(folder: str | Path, out: str | Path | None = None) -> Path:
         parts.append(f'<p class="description">{_esc(description)}</p>')
     parts.append("<h2>Summary</h2>")
     parts.append(_table("summary", ["key", "value"], _summary_rows(run), "no summary.json"))
+    parts.append("<h2>Headline metrics</h2>")
+    parts.append(
+        "<p>First, lowest, highest and last finite value over the run's steps "
+        "(<code>metrics.parquet</code>).</p>"
+    )
+    parts.append(
+        _table(
+            "metrics",
+            ["metric", "first", "min", "max", "last"],
+            _metric_rows(run),
+            "none of the headline metrics recorded",
+        )
+    )
     parts.append("<h2>Figures</h2>")
     drawn = [f for f in figures if f.png is not None]
     parts.append(

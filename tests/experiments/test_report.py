@@ -126,6 +126,12 @@ def test_report_of_a_run_with_every_table_embeds_every_figure(synthetic_run):
         ["aave", "8", "7", "60", "61", "400"],
         ["perpx", "4", "4", "62", "90", "200"],
     ]
+    # Headline metrics: first, min, max, last; the synthetic leverage runs 2 -> 3 linearly and
+    # margin debt is 1e6 + 5e5 + 0 at the start and 2e6 + 5e5 + 3e6 at the end.
+    metrics = {row[0]: row[1:] for row in report.tables["table-metrics"][1:]}
+    assert metrics["leverage"] == ["2", "2", "3", "3"]
+    assert metrics["margin_debt"] == ["1.5e+06", "1.5e+06", "5.5e+06", "5.5e+06"]
+    assert "aave_debt_value" not in metrics  # the margin_debt metric replaces the fallback
     # Largest cascades first.
     assert [row[4] for row in report.tables["table-cascades"][1:]] == ["9", "2", "1"]
     assert report.tables["table-network"][1][:4] == ["aave", "lending", "4", "True"]
@@ -152,6 +158,11 @@ def test_report_of_a_run_without_the_newer_tables_notes_what_is_missing(legacy_r
     assert report.tables["table-cascades"][1] == [
         "the run has no cascades table (recorded by newer marginsim versions)"
     ]
+    # Without the margin_debt metric, each protocol's debt column: aave 1e6 -> 2e6 linearly.
+    metrics = {row[0]: row[1:] for row in report.tables["table-metrics"][1:]}
+    assert metrics["aave_debt_value"] == ["1e+06", "1e+06", "2e+06", "2e+06"]
+    assert metrics["maker_debt"] == ["500,000.00"] * 4
+    assert "margin_debt" not in metrics
 
 
 def _stored_debt_on_map(folder: Path) -> bool:
