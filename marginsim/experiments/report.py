@@ -2,11 +2,11 @@
 
 A run's report is one self-contained file, ``report.html`` in the run folder: every figure
 of :data:`marginsim.experiments.plots.FIGURES` embedded as a base64 PNG (or a note saying why
-the run has none), the summary, headline metrics, liquidations and bad debt by protocol, the largest cascades,
-the protocol network's nodes, the manifest, every output file with its row count, and the
-scenario TOML. It reads the stored files only, so it can be rebuilt at any time with
-``marginsim report RESULTS_DIR``, and the same stored files give the same report, byte for
-byte (no build time is written; networkx layouts are seeded).
+the run has none), the summary, headline metrics, liquidations and bad debt by protocol,
+the largest cascades, the protocol network's nodes, the manifest, every output file with its
+row count, and the scenario TOML. It reads the stored files only, so it can be rebuilt at
+any time with ``marginsim report RESULTS_DIR``, and the same stored files give the same
+report, byte for byte (no build time is written; networkx layouts are seeded).
 
 Stable HTML ids, for readers and tests: ``fig-<id>`` (a ``<figure>`` holding
 ``<img id="img-<id>" alt="<id>" src="data:image/png;base64,...">``), ``skip-<id>`` (the note
