@@ -112,8 +112,11 @@ def _fmt(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
+        # Money-sized numbers with thousands separators, small ones with 6 significant digits.
+        if math.isinf(value) or (value != 0 and (abs(value) >= 1e15 or abs(value) < 1e-3)):
             return f"{value:.4g}"
+        if abs(value) >= 1e6:
+            return f"{value:,.0f}"
         return f"{value:,.2f}" if abs(value) >= 1000 else f"{value:.6g}"
     if hasattr(value, "item"):
         return _fmt(value.item())

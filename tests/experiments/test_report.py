@@ -130,7 +130,7 @@ def test_report_of_a_run_with_every_table_embeds_every_figure(synthetic_run):
     # margin debt is 1e6 + 5e5 + 0 at the start and 2e6 + 5e5 + 3e6 at the end.
     metrics = {row[0]: row[1:] for row in report.tables["table-metrics"][1:]}
     assert metrics["leverage"] == ["2", "2", "3", "3"]
-    assert metrics["margin_debt"] == ["1.5e+06", "1.5e+06", "5.5e+06", "5.5e+06"]
+    assert metrics["margin_debt"] == ["1,500,000", "1,500,000", "5,500,000", "5,500,000"]
     assert "aave_debt_value" not in metrics  # the margin_debt metric replaces the fallback
     # Largest cascades first.
     assert [row[4] for row in report.tables["table-cascades"][1:]] == ["9", "2", "1"]
@@ -160,7 +160,7 @@ def test_report_of_a_run_without_the_newer_tables_notes_what_is_missing(legacy_r
     ]
     # Without the margin_debt metric, each protocol's debt column: aave 1e6 -> 2e6 linearly.
     metrics = {row[0]: row[1:] for row in report.tables["table-metrics"][1:]}
-    assert metrics["aave_debt_value"] == ["1e+06", "1e+06", "2e+06", "2e+06"]
+    assert metrics["aave_debt_value"] == ["1,000,000", "1,000,000", "2,000,000", "2,000,000"]
     assert metrics["maker_debt"] == ["500,000.00"] * 4
     assert "margin_debt" not in metrics
 
