@@ -1,4 +1,4 @@
-"""Command line: ``marginsim run|scenarios|validate|study|sweep``.
+"""Command line: ``marginsim run|scenarios|validate|study|sweep|report|query``.
 
 Exit codes: 0 success; 2 bad input (invalid scenario, bad ``--set``, unknown scenario name,
 missing file), with a short message and no traceback; 1 internal failure or an invariant
@@ -92,6 +92,12 @@ def cli() -> None:
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal)."
 )
+@click.option(
+    "--report/--no-report",
+    default=True,
+    show_default=True,
+    help="Build the run's HTML report (report.html in the run folder) after storing it.",
+)
 def run_command(
     scenario: str,
     seed: int | None,
@@ -101,6 +107,7 @@ def run_command(
     experiment: str | None,
     check_invariants: bool,
     progress: bool | None,
+    report: bool,
 ) -> None:
     """Run SCENARIO (a built-in name or a TOML file) and store its results."""
     overrides = _parse_sets(sets)
@@ -131,7 +138,33 @@ def run_command(
     click.echo(f"{sc.name}: {sc.run.steps} steps, seed {sc.run.seed}, {result.wall_seconds:.2f} s")
     for key, value in result.summary.items():
         click.echo(f"  {key:<{width}}  {_format_value(value)}")
+    if report:  # before the results line, which stays last for scripts that read it
+        _build_report_or_exit(Path(folder))
     click.echo(f"results: {folder}")
+
+
+def _build_report_or_exit(folder: Path) -> None:
+    """Build the report of a stored run or sweep and print its path and build time."""
+    import time
+
+    from marginsim.experiments.report import ReportError, ReportUnavailable, build_report
+
+    started = time.perf_counter()
+    try:
+        path = build_report(folder)
+    except ReportError as exc:
+        _fail_input(str(exc))
+    except ReportUnavailable as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILURE)
+    except Exception as exc:  # noqa: BLE001 - every failure gets a saved traceback
+        trace = folder / "report.traceback.txt" if folder.is_dir() else None
+        if trace is not None:
+            trace.write_text(traceback.format_exc(), encoding="utf-8")
+        saved = f"\ntraceback saved to {trace}" if trace is not None else ""
+        click.echo(f"error: report failed: {exc}{saved}", err=True)
+        sys.exit(EXIT_FAILURE)
+    click.echo(f"report: {path} ({time.perf_counter() - started:.2f} s)")
 
 
 @cli.command("scenarios")
@@ -317,6 +350,45 @@ def sweep_command(
     if outcome.failed:
         click.echo(f"error: {outcome.failed} run(s) failed; see {folder / 'failures'}", err=True)
         sys.exit(EXIT_FAILURE)
+
+
+@cli.command("report")
+@click.argument("results_dir", type=click.Path(path_type=Path))
+def report_command(results_dir: Path) -> None:
+    """Build the HTML report of RESULTS_DIR (a run folder or a sweep folder).
+
+    Writes report.html into the folder, figures embedded, and prints its path.
+    """
+    _build_report_or_exit(results_dir)
+
+
+@cli.command("query")
+@click.argument("results_dir", type=click.Path(path_type=Path))
+@click.argument("sql")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+def query_command(results_dir: Path, sql: str, fmt: str) -> None:
+    """Run SQL over RESULTS_DIR (a run, experiment or sweep folder) with DuckDB.
+
+    Views: metrics, summary, runs and one per event table (trades, liquidations, ...);
+    for an experiment or sweep folder each view starts with a run_id column. Bad SQL or a
+    missing folder exits 2 with DuckDB's message. Example:
+    marginsim query results/crash "select count(*) from liquidations"
+    """
+    from marginsim.experiments.query import QueryError, format_result, run_query
+
+    try:
+        frame = run_query(results_dir, sql)
+    except QueryError as exc:
+        _fail_input(str(exc))
+        raise  # unreachable: _fail_input exits
+    click.echo(format_result(frame, fmt), nl=False)
 
 
 def main() -> None:

@@ -45,6 +45,7 @@ def test_run_writes_results_and_prints_summary(tmp_path):
         "events/trades.parquet",
         "manifest.json",
         "metrics.parquet",
+        "report.html",
         "scenario.toml",
         "summary.json",
     ]
