@@ -688,6 +688,17 @@ class MarketMakersConfig(_Frozen):
             its quotes.
         withdraw_speed: Share of its ladder a stressed maker pulls per step (and puts back
             per calm step): 1 pulls everything at once, 0.25 thins the book over four steps.
+        liquidation_map_aware: Read the public liquidation map every step and protect the
+            side where a large cluster of liquidatable debt sits near the mid (off by
+            default; the book makers of ``market_makers`` and ``perp_market_makers`` only).
+        liquidation_map_distance: Relative price move within which liquidatable debt counts
+            as near: long debt liquidated by a fall of at most this much threatens the bids
+            (forced sales), short debt liquidated by such a rise the asks.
+        liquidation_map_threshold: Near debt (quote value) at or above this multiple of the
+            maker's own depth on that side (``levels * level_size * fair``) is a cluster.
+        liquidation_map_action: ``"widen"`` multiplies that side's half-spread by
+            ``liquidation_map_widen``; ``"pull"`` quotes nothing on that side.
+        liquidation_map_widen: Half-spread multiplier of a threatened side (``widen``).
     """
 
     count: int = Field(default=0, ge=0, le=10_000)
@@ -704,6 +715,11 @@ class MarketMakersConfig(_Frozen):
     vol_widening: NonNegFloat = 1.0
     withdraw_on_volatility: PositiveFloat = 3.0
     withdraw_speed: Annotated[float, Field(gt=0, le=1)] = 1.0
+    liquidation_map_aware: bool = False
+    liquidation_map_distance: Annotated[float, Field(gt=0, lt=1)] = 0.02
+    liquidation_map_threshold: PositiveFloat = 1.0
+    liquidation_map_action: Literal["widen", "pull"] = "widen"
+    liquidation_map_widen: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 3.0
 
 
 class PerpMarketMakersConfig(MarketMakersConfig):

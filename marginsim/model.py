@@ -46,7 +46,7 @@ from marginsim.market.oracle import OracleSet, make_oracle
 from marginsim.market.view import MarketView
 from marginsim.metrics import MetricsRecorder
 from marginsim.protocols.cdp import AUCTION_COLUMNS, CdpProtocol
-from marginsim.protocols.events import LIQUIDATION_COLUMNS
+from marginsim.protocols.events import LIQUIDATION_COLUMNS, LiquidationPrices
 from marginsim.protocols.lending import LendingPool
 from marginsim.protocols.perp import PerpContract, PerpVenue
 from marginsim.protocols.view import ProtocolsView
@@ -955,6 +955,15 @@ class MarginModel(mesa.Model):
         is three calls in a row (:meth:`_activate_loopers`); an arbitrageur's is its book
         orders, then its swaps (:meth:`_execute_swaps`).
         """
+        # Makers that read the liquidation map share one scan per asset per step: the
+        # prices it depends on (oracles, marks) do not move within the agents phase.
+        scans: dict[str, list[LiquidationPrices]] = {}
+        for maker in self.market_makers:
+            if maker.config.liquidation_map_aware:
+                symbol = self.scenario.instruments[maker.instrument].base
+                if symbol not in scans:
+                    scans[symbol] = self.protocols_view.liquidation_prices(symbol)
+                maker.liquidation_parts = scans[symbol]
         for maker in self.market_makers:
             self._submit(maker.withdraw())
             batch = maker.act(self.view)
