@@ -866,7 +866,8 @@ class LeveragedTradersConfig(_Frozen):
         borrow_ratio: Largest debt an account takes, as a share of its borrowing power
             (collateral value times LTV) (a distribution, clipped to [0, 1]).
         perp_leverage: Notional opened per unit of margin added (a distribution, >= 1).
-        add_fraction: Share of its largest debt that one add borrows.
+        add_fraction: Share of its largest debt that one add borrows (an add of less than
+            a quarter of this is not made).
         reduce_fraction: Share of its perp position that one reduce closes.
         risk_tolerance: Scale of the liquidation-probability penalty: a liquidation
             probability ``p`` costs ``p / risk_tolerance`` of expected return on equity (a

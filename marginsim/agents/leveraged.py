@@ -307,7 +307,8 @@ class LeveragedTraders(Population):
     standard normal per account and step). With probability ``decision_probability`` an
     account decides by :func:`choose` between hold, add (borrow ``b = min(add_fraction *
     beta * ltv * C, beta * ltv * C - D)``, deposit it, open ``l * b`` of notional in the
-    direction of its position, or of ``mu`` when flat), reduce (close ``reduce_fraction``
+    direction of its position, or of ``mu`` when flat; an add with ``b`` below a quarter
+    of ``add_fraction * beta * ltv * C`` is not offered), reduce (close ``reduce_fraction``
     of the position at market, withdraw the margin above ``|n'| / l`` and repay debt with
     it) and close (close the position, withdraw all margin, repay). Values are at the
     pool's prices for the lending leg and at the mark for the perp leg.
@@ -436,7 +437,11 @@ class LeveragedTraders(Population):
         ) * (p_d / res_d.unit)
         direction = np.where(size != 0, np.sign(size), np.sign(mu)).astype(np.int64)
         add_lots = np.floor(self.perp_leverage * add_debt / mark / lot).astype(np.int64)
-        add_debt = np.where(add_lots > 0, add_debt, 0.0)
+        # Adds smaller than a quarter of a full increment are not worth a borrow, a deposit
+        # and an order (they would only top up debt grown by interest or room opened by a
+        # small price rise).
+        worth = (add_lots > 0) & (add_debt >= 0.25 * cfg.add_fraction * b_max)
+        add_debt = np.where(worth, add_debt, 0.0)
         add_notional = direction * add_lots * lot * mark
         reduce_lots = np.ceil(cfg.reduce_fraction * np.abs(size)).astype(np.int64)
         kept = np.abs(size) - reduce_lots
