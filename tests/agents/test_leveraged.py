@@ -222,7 +222,9 @@ def test_first_add_borrows_deposits_and_opens_what_the_rule_says():
     added = np.flatnonzero(pop.last_choice == Choice.ADD)
     assert added.size > 10
     h = pop.holders[added]
-    c_val = 1.0 * p_c  # capital 1 WETH each, supplied at step 0
+    capital = model.scenario.agents.leveraged_traders.capital  # WETH each, supplied at step 0
+    assert capital == 2.0
+    c_val = capital * p_c
     b_units = np.floor(0.25 * pop.borrow_ratio[added] * float(res_c.ltv) * c_val * 1e6)
     debt = pv.debt_amounts("aave", h, "USDC")
     assert np.array_equal(debt, b_units)
