@@ -29,6 +29,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -914,36 +915,44 @@ class LeveragedTradersConfig(_Frozen):
         mode="before",
     )(_dist_from_number)
 
-    @model_validator(mode="after")
-    def _ranges(self) -> LeveragedTradersConfig:
-        # A draw outside these ranges would make the decision rule meaningless; a clip
+    @field_validator("borrow_ratio", "perp_leverage", "risk_tolerance", "horizon_steps")
+    @classmethod
+    def _ranges(cls, d: Dist, info: ValidationInfo) -> Dist:
+        # A draw outside these ranges would make the decision rule meaningless, and a clip
         # would silently change the user's distribution, so the bounds must be stated.
-        for name, low, strict in (
-            ("borrow_ratio", 0.0, False),
-            ("perp_leverage", 1.0, False),
-            ("risk_tolerance", 0.0, True),
-            ("horizon_steps", 1.0, False),
-        ):
-            d = getattr(self, name)
-            least = {"const": d.value, "uniform": d.low}.get(d.dist, -math.inf)
-            if d.dist == "lognormal":
-                least = 0.0
-            least = max(least, -math.inf if d.min is None else d.min)
-            if least < low or (strict and least <= low):
-                rule = ">" if strict else ">="
-                raise ValueError(
-                    f"{name} must only take values {rule} {low}; the distribution reaches "
-                    f"{least:.6g}: set a min"
-                )
-        d = self.borrow_ratio
-        top = {"const": d.value, "uniform": d.high}.get(d.dist, math.inf)
-        top = min(top, math.inf if d.max is None else d.max)
-        if top > 1.0:
+        low, strict = _LEVERAGED_FLOORS[info.field_name]
+        if d.dist == "lognormal":
+            least, reached = 0.0, False  # lognormal draws are > 0
+        elif d.dist == "normal":
+            least, reached = -math.inf, True
+        else:
+            least, reached = (d.value if d.dist == "const" else d.low), True
+        if d.min is not None and d.min > least:
+            least, reached = d.min, True
+        if least < low or (strict and reached and least <= low):
+            rule = ">" if strict else ">="
             raise ValueError(
-                f"borrow_ratio must only take values <= 1; the distribution reaches "
-                f"{top:.6g}: set max = 1"
+                f"must only take values {rule} {low}; the distribution reaches {least:.6g}: "
+                f"set a min"
             )
-        return self
+        if info.field_name == "borrow_ratio":
+            top = {"const": d.value, "uniform": d.high}.get(d.dist, math.inf)
+            top = min(top, math.inf if d.max is None else d.max)
+            if top > 1.0:
+                raise ValueError(
+                    f"must only take values <= 1; the distribution reaches {top:.6g}: set max = 1"
+                )
+        return d
+
+
+#: Lower bound of each checked distribution of :class:`LeveragedTradersConfig`, and whether
+#: the bound itself is excluded.
+_LEVERAGED_FLOORS = {
+    "borrow_ratio": (0.0, False),
+    "perp_leverage": (1.0, False),
+    "risk_tolerance": (0.0, True),
+    "horizon_steps": (1.0, False),
+}
 
 
 class LiquidatorsConfig(_Frozen):

@@ -305,6 +305,21 @@ def test_scenario_rejects_inconsistent_sections(override, field, message):
 def test_config_rejects_parameters_outside_their_range(field, value, message):
     with pytest.raises(ScenarioError) as err:
         load_scenario("default").with_overrides({f"agents.leveraged_traders.{field}": value})
-    text = " ".join(f"{k}: {v}" for k, v in err.value.problems)
-    assert "agents.leveraged_traders" in text
-    assert message in text
+    assert message in dict(err.value.problems)[f"agents.leveraged_traders.{field}"]
+
+
+def test_config_accepts_distributions_inside_their_range():
+    # A lognormal tolerance is > 0 without a min; a normal leverage with min 1 is >= 1.
+    sc = load_scenario("default").with_overrides(
+        {
+            "agents.leveraged_traders.risk_tolerance": {"dist": "lognormal", "median": 0.5},
+            "agents.leveraged_traders.perp_leverage": {
+                "dist": "normal",
+                "mean": 3.0,
+                "std": 1.0,
+                "min": 1.0,
+            },
+            "agents.leveraged_traders.borrow_ratio": 1.0,
+        }
+    )
+    assert sc.agents.leveraged_traders.borrow_ratio.value == 1.0
