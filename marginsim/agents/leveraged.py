@@ -305,8 +305,9 @@ class LeveragedTraders(Population):
 
     (``W = trend_window``; the trend term is 0 until ``W`` marks are seen; ``z`` a fresh
     standard normal per account and step). With probability ``decision_probability`` an
-    account decides by :func:`choose` between hold, add (borrow ``b = min(add_fraction *
-    beta * ltv * C, beta * ltv * C - D)``, deposit it, open ``l * b`` of notional in the
+    account that holds collateral, a position or margin decides by :func:`choose` between
+    hold, add (borrow ``b = min(add_fraction * beta * ltv * C, beta * ltv * C - D)``,
+    deposit it, open ``l * b`` of notional in the
     direction of its position, or of ``mu`` when flat; an add with ``b`` below a quarter
     of ``add_fraction * beta * ltv * C`` is not offered), reduce (close ``reduce_fraction``
     of the position at market, withdraw the margin above ``|n'| / l`` and repay debt with
@@ -430,7 +431,10 @@ class LeveragedTraders(Population):
         margin = protocols.perp_margin_balances(self.venue, h)
 
         mu = self.expected_return(mark, view.index_price, z)
-        deciding = self.entered & (supplied > 0) & (u_decide < cfg.decision_probability)
+        # An account whose collateral was all seized still decides while it has a position
+        # or margin to bring back (it can no longer add: its borrowing power is 0).
+        active = self.entered & ((supplied > 0) | (size != 0) | (margin > 0))
+        deciding = active & (u_decide < cfg.decision_probability)
         b_max = self.borrow_ratio * float(res_c.ltv) * c_val
         add_debt = np.floor(
             np.maximum(np.minimum(cfg.add_fraction * b_max, b_max - d_val), 0.0) / p_d * res_d.unit
