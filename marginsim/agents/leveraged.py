@@ -515,7 +515,9 @@ class LeveragedTraders(Population):
             return PerpMarginActions.empty(self.venue)
         unit = 10 ** view.asset_decimals(protocols.perp_settlement(self.venue))
         balance = protocols.perp_margin_balances(self.venue, self.holders[rows])
-        amount = np.floor(np.minimum(self._withdraw[rows], balance) * unit)
+        # Rounded up: the balance is a float read of an integer, and the model caps each
+        # withdrawal at what the venue allows, so a close takes every unit.
+        amount = np.ceil(np.minimum(self._withdraw[rows], balance) * unit - 1e-6)
         keep = amount >= 1
         return PerpMarginActions.build(
             self.venue,
