@@ -307,12 +307,12 @@ class LeveragedTraders(Population):
     standard normal per account and step). With probability ``decision_probability`` an
     account that holds collateral, a position or margin decides by :func:`choose` between
     hold, add (borrow ``b = min(add_fraction * beta * ltv * C, beta * ltv * C - D)``,
-    deposit it, open ``l * b`` of notional in the
-    direction of its position, or of ``mu`` when flat; an add with ``b`` below a quarter
-    of ``add_fraction * beta * ltv * C`` is not offered), reduce (close ``reduce_fraction``
-    of the position at market, withdraw the margin above ``|n'| / l`` and repay debt with
-    it) and close (close the position, withdraw all margin, repay). Values are at the
-    pool's prices for the lending leg and at the mark for the perp leg.
+    deposit it, open ``l * b`` of notional in the direction of its position, or of ``mu``
+    when flat; an add with ``b`` below a quarter of ``add_fraction * beta * ltv * C`` is
+    not offered), reduce (close ``reduce_fraction`` of the position at market, withdraw the
+    margin above ``|n'| / l`` and repay debt with it) and close (close the position,
+    withdraw all margin, repay). Values are at the pool's prices for the lending leg and at
+    the mark for the perp leg.
 
     The model calls four phases in a row within the population's activation:
     :meth:`plan` (supply at entry, borrow and deposit for adds), :meth:`act` (perp market
