@@ -882,6 +882,8 @@ class LeveragedTradersConfig(_Frozen):
         volatility_window: Steps of the realised-volatility estimate.
         early_deleverage_share: Share of accounts that deleverage early near liquidation.
         decision_probability: Chance per step that an account decides (the others hold).
+        trading_cost: Cost an account expects per unit of perp notional it trades (fees
+            plus half the spread); a move must gain more than it costs.
     """
 
     count: int = Field(default=0, ge=0, le=10_000_000)
@@ -903,6 +905,7 @@ class LeveragedTradersConfig(_Frozen):
     volatility_window: int = Field(default=60, ge=2)
     early_deleverage_share: Fraction = 0.5
     decision_probability: Fraction = 0.05
+    trading_cost: Annotated[float, Field(ge=0, lt=1)] = 0.001
 
     _coerce = field_validator(
         "borrow_ratio",

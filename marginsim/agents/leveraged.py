@@ -223,6 +223,7 @@ def choose(
     add_notional: np.ndarray,
     reduce_fraction: float,
     reduce_withdraw: np.ndarray,
+    trading_cost: float,
 ) -> np.ndarray:
     """The add / hold / reduce / close rule, one vectorised evaluation for all accounts.
 
@@ -236,8 +237,11 @@ def choose(
       back from the venue and repaid);
     - close: ``n = 0``, ``M`` withdrawn, ``max(0, D - M)``.
 
-    Each is scored ``J = mu * n / E - p / tolerance`` with ``E = C - D + M`` the equity
-    (unchanged by the moves), ``mu`` the expected log return over the horizon and ``p``
+    Each is scored ``J = mu * n / E - p / tolerance - k * |traded| / E`` with ``E = C - D +
+    M`` the equity (unchanged by the moves), ``k = trading_cost`` per unit of notional
+    traded (``|a|`` for an add, ``f * |n|`` for a reduce, ``|n|`` for a close, 0 for hold;
+    it makes a small or noisy signal not worth a trade), ``mu`` the expected log return over
+    the horizon and ``p``
     :func:`liquidation_probability` of the state (lending barrier ``ln(lt * C / D)`` below,
     perp barrier by :func:`perp_liquidation_distances`). An account with ``early`` False
     does not credit reduce or close with a lower ``p`` (they are scored with the hold
@@ -274,12 +278,19 @@ def choose(
     p_red = np.where(early, p_red, p_hold)
     p_close = np.where(early, p_close, p_hold)
     tol = np.asarray(tolerance, dtype=np.float64)
+    # What trading the notional costs, as a share of equity: a move must beat it.
+    cost = trading_cost / safe_e
+    add_notional = np.asarray(add_notional, dtype=np.float64)
     j = np.stack(
         [
             g_hold - p_hold / tol,
-            np.where((add_debt > 0) & (add_notional != 0), g_add - p_add / tol, -np.inf),
-            np.where(n != 0, g_red - p_red / tol, -np.inf),
-            np.where((n != 0) | (m > 0), g_close - p_close / tol, -np.inf),
+            np.where(
+                (add_debt > 0) & (add_notional != 0),
+                g_add - p_add / tol - cost * np.abs(add_notional),
+                -np.inf,
+            ),
+            np.where(n != 0, g_red - p_red / tol - cost * reduce_fraction * np.abs(n), -np.inf),
+            np.where((n != 0) | (m > 0), g_close - p_close / tol - cost * np.abs(n), -np.inf),
         ]
     )
     out = np.argmax(j, axis=0).astype(np.int64)
@@ -303,8 +314,11 @@ class LeveragedTraders(Population):
 
     ``mu = w_t * ln(P_t / P_(t-W)) * h / W + w_v * ln(F / P) + w_n * sigma * sqrt(h) * z``
 
-    (``W = trend_window``; the trend term is 0 until ``W`` marks are seen; ``z`` a fresh
-    standard normal per account and step). With probability ``decision_probability`` an
+    (``W = trend_window``; the trend term is 0 until ``W`` marks are seen). ``z`` is the
+    account's private view, a standard normal that persists over about its horizon: every
+    step ``z <- rho * z + sqrt(1 - rho^2) * eps`` with ``rho = exp(-1 / h)`` and ``eps`` a
+    fresh standard normal, so a position opened on a private view is not closed on the
+    next draw. With probability ``decision_probability`` an
     account that holds collateral, a position or margin decides by :func:`choose` between
     hold, add (borrow ``b = min(add_fraction * beta * ltv * C, beta * ltv * C - D)``,
     deposit it, open ``l * b`` of notional in the direction of its position, or of ``mu``
@@ -361,6 +375,10 @@ class LeveragedTraders(Population):
         self.weight_value = draw(config.weight_value, n, stream)
         self.weight_noise = draw(config.weight_noise, n, stream)
         self.early = stream.random(n) < config.early_deleverage_share
+        #: Each account's private view (standard normal), persistent over its horizon.
+        self.view_z = stream.standard_normal(n)
+        # AR(1) memory of the private view: its correlation over h steps is exp(-1).
+        self._view_rho = np.exp(-1.0 / self.horizon)
         self.entered = np.zeros(n, dtype=bool)
         self.marks: collections.deque[float] = collections.deque(
             maxlen=max(config.trend_window, config.volatility_window) + 1
@@ -408,7 +426,7 @@ class LeveragedTraders(Population):
         self.last_choice = np.zeros(n, dtype=np.int64)
         # Draws come first and always, so one step's decisions never shift the next's.
         u_decide = self.stream.random(n)
-        z = self.stream.standard_normal(n)
+        eps = self.stream.standard_normal(n)
         empty = LeveragedPlan(LendingActions.empty(pool), PerpMarginActions.empty(self.venue))
         mark = protocols.perp_mark(self.venue, self.instrument)
         res_c = protocols.reserve(pool, cfg.collateral)
@@ -430,7 +448,9 @@ class LeveragedTraders(Population):
         notional = size * lot * mark
         margin = protocols.perp_margin_balances(self.venue, h)
 
-        mu = self.expected_return(mark, view.index_price, z)
+        rho = self._view_rho
+        self.view_z = rho * self.view_z + np.sqrt(1.0 - rho * rho) * eps
+        mu = self.expected_return(mark, view.index_price, self.view_z)
         # An account whose collateral was all seized still decides while it has a position
         # or margin to bring back (it can no longer add: its borrowing power is 0).
         active = self.entered & ((supplied > 0) | (size != 0) | (margin > 0))
@@ -466,6 +486,7 @@ class LeveragedTraders(Population):
             add_notional=add_notional,
             reduce_fraction=cfg.reduce_fraction,
             reduce_withdraw=withdraw,
+            trading_cost=cfg.trading_cost,
         )
         choice = np.where(deciding, choice, int(Choice.HOLD))
         self.last_choice = choice

@@ -132,6 +132,7 @@ def test_choose_on_a_tiny_population():
         add_notional=add_notional,
         reduce_fraction=0.5,
         reduce_withdraw=withdraw,
+        trading_cost=0.0,
     )
     expected = [
         Choice.ADD,
@@ -173,8 +174,46 @@ def test_choose_reduces_with_a_withdrawal_when_the_lending_leg_is_the_danger():
         add_notional=np.array([0.0]),
         reduce_fraction=0.5,
         reduce_withdraw=np.array([1400.0]),
+        trading_cost=0.0,
     )
     assert got.tolist() == [int(Choice.REDUCE)]
+
+
+def test_trading_cost_makes_a_weak_signal_not_worth_a_trade():
+    """One long account (n = 3000, M = D = 1000, C = 2000: E = 2000) whose signal turned
+    (mu = -0.01), and one flat account offered an add (b = 500, a = +1500, mu = +0.002).
+    Risk is negligible for both (lending distance ln 1.6, perp -ln((1 - 1/3)/0.99)).
+
+    Cost k = 0.02: close costs 0.02 * 3000 / 2000 = 0.03 against a hold of -0.015: HOLD;
+      the add gains 0.002 * 1500 / 2000 = 0.0015 and costs 0.02 * 1500 / 2000 = 0.015: HOLD.
+    Cost k = 0.005: close costs 0.0075 < 0.015: CLOSE; the add still costs 0.00375 > 0.0015:
+      HOLD.
+    Cost k = 0.0005: close; the add costs 0.000375 < 0.0015: ADD.
+    """
+
+    def run(cost):
+        return choose(
+            mu=np.array([-0.01, 0.002]),
+            sigma=0.01,
+            horizon=np.array([25.0, 25.0]),
+            tolerance=np.array([1.0, 1.0]),
+            early=np.array([False, False]),
+            collateral_value=np.array([2000.0, 2000.0]),
+            debt_value=np.array([1000.0, 0.0]),
+            margin=np.array([1000.0, 0.0]),
+            notional=np.array([3000.0, 0.0]),
+            liquidation_threshold=0.8,
+            maintenance_rate=0.01,
+            add_debt=np.array([0.0, 500.0]),
+            add_notional=np.array([0.0, 1500.0]),
+            reduce_fraction=0.5,
+            reduce_withdraw=np.array([0.0, 0.0]),
+            trading_cost=cost,
+        ).tolist()
+
+    assert run(0.02) == [Choice.HOLD, Choice.HOLD]
+    assert run(0.005) == [Choice.CLOSE, Choice.HOLD]
+    assert run(0.0005) == [Choice.CLOSE, Choice.ADD]
 
 
 def test_margin_actions_concat_keeps_order():
@@ -249,11 +288,14 @@ def test_run_creates_debt_on_both_venues_and_closes_repay_it():
     closes_checked = 0
     for _ in range(model.scenario.run.steps):
         model.step()
-        # A close leaves no position and no margin on the venue, and its margin went to
-        # the debt: either the debt is repaid in full or the wallet kept no USDC.
+        # A close that the book filled leaves no position and no margin on the venue, and
+        # its margin went to the debt: either the debt is repaid in full or the wallet kept
+        # no USDC. (A market order on a thin book may fill only in part.)
         closed = pop.holders[pop.last_choice == Choice.CLOSE]
+        flat = pv.perp_positions("perpx", closed, pop.instrument) == 0
+        assert flat.sum() >= 0.8 * closed.size
+        closed = closed[flat]
         if closed.size:
-            assert np.all(pv.perp_positions("perpx", closed, pop.instrument) == 0)
             assert np.all(pv.perp_margin_balances("perpx", closed) < 1e-6)
             debt = pv.debt_amounts("aave", closed, "USDC")
             wallet = model.view.balances(closed, usdc)
