@@ -373,3 +373,39 @@ def test_config_accepts_distributions_inside_their_range():
         }
     )
     assert sc.agents.leveraged_traders.borrow_ratio.value == 1.0
+
+
+def _crash_liquidated(early_share: float) -> tuple[int, int, set[str]]:
+    """Accounts of the population liquidated in a lighter crash run, with reduces chosen."""
+    scenario = load_scenario("crash").with_overrides(
+        {
+            "run.seed": 11,
+            "run.steps": 300,
+            "agents.noise.count": 500,
+            "agents.lending_loopers.count": 500,
+            "agents.perp_traders.count": 300,
+            "agents.leveraged_traders.count": 300,
+            "agents.leveraged_traders.pool": "aave",
+            "agents.leveraged_traders.decision_probability": 0.3,
+            "agents.leveraged_traders.early_deleverage_share": early_share,
+        }
+    )
+    model = MarginModel(scenario)
+    model.run()
+    pop = _population(model)
+    liq = model.event_tables()["liquidations"]
+    mine = liq[liq["account"].isin(set(pop.holders.tolist()))]
+    return mine["account"].nunique(), int(pop.choices[Choice.REDUCE]), set(mine["protocol"])
+
+
+def test_early_deleverage_flag_cuts_liquidations_in_a_crash():
+    # Same seed, same draws: only the flag differs. Without it no account ever reduces (the
+    # rule gives it no reason to) and 55 accounts are liquidated; with it, accounts near a
+    # barrier reduce and 20 are.
+    none_liquidated, none_reduces, venues = _crash_liquidated(0.0)
+    all_liquidated, all_reduces, _ = _crash_liquidated(1.0)
+    assert none_reduces == 0 and all_reduces > 20
+    assert none_liquidated > 30
+    assert all_liquidated < 0.6 * none_liquidated
+    # The crash reaches these accounts on the lending pool (their collateral falls).
+    assert "aave" in venues
