@@ -407,13 +407,23 @@ class LeveragedTraders(Population):
             return 0.0
         return float(np.log(self.marks[-1] / self.marks[-1 - w]))
 
-    def expected_return(self, mark: float, fundamental: float, z: np.ndarray) -> np.ndarray:
-        """Each account's ``mu`` (see the class docstring), from this step's noise ``z``."""
-        sigma, h = self.volatility(), self.horizon
+    def expected_return(
+        self, mark: float, fundamental: float, z: np.ndarray, rows: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``mu`` (see the class docstring) of the accounts ``rows`` (all by default).
+
+        Args:
+            mark: The perp mark now.
+            fundamental: The fundamental value now.
+            z: The private views of all accounts.
+            rows: Indices of the accounts wanted.
+        """
+        idx = slice(None) if rows is None else rows
+        sigma, h = self.volatility(), self.horizon[idx]
         return (
-            self.weight_trend * self.trend() * h / self.config.trend_window
-            + self.weight_value * np.log(fundamental / mark)
-            + self.weight_noise * sigma * np.sqrt(h) * z
+            self.weight_trend[idx] * self.trend() * h / self.config.trend_window
+            + self.weight_value[idx] * np.log(fundamental / mark)
+            + self.weight_noise[idx] * sigma * np.sqrt(h) * z[idx]
         )
 
     # ----------------------------------------------------------------------- phases
@@ -439,28 +449,33 @@ class LeveragedTraders(Population):
         w_c = view.balances(h, res_c.asset)
         entering = ~self.entered & (w_c > 0)
         self.entered |= entering
-        supplied = protocols.supplied_amounts(pool, h, cfg.collateral) + np.where(entering, w_c, 0)
-        debt = protocols.debt_amounts(pool, h, cfg.debt)
+        rho = self._view_rho
+        self.view_z = rho * self.view_z + np.sqrt(1.0 - rho * rho) * eps
+        # Only the accounts that decide this step are read and scored (a few percent of a
+        # large population).
+        r = np.flatnonzero(self.entered & (u_decide < cfg.decision_probability))
+        hr = h[r]
+        supplied = protocols.supplied_amounts(pool, hr, cfg.collateral) + np.where(
+            entering[r], w_c[r], 0
+        )
+        debt = protocols.debt_amounts(pool, hr, cfg.debt)
         c_val = supplied * (p_c / res_c.unit)
         d_val = debt * (p_d / res_d.unit)
         lot = view.lot(self.instrument)
-        size = protocols.perp_positions(self.venue, h, self.instrument)
+        size = protocols.perp_positions(self.venue, hr, self.instrument)
         notional = size * lot * mark
-        margin = protocols.perp_margin_balances(self.venue, h)
-
-        rho = self._view_rho
-        self.view_z = rho * self.view_z + np.sqrt(1.0 - rho * rho) * eps
-        mu = self.expected_return(mark, view.index_price, self.view_z)
+        margin = protocols.perp_margin_balances(self.venue, hr)
+        mu = self.expected_return(mark, view.index_price, self.view_z, r)
+        leverage = self.perp_leverage[r]
         # An account whose collateral was all seized still decides while it has a position
         # or margin to bring back (it can no longer add: its borrowing power is 0).
-        active = self.entered & ((supplied > 0) | (size != 0) | (margin > 0))
-        deciding = active & (u_decide < cfg.decision_probability)
-        b_max = self.borrow_ratio * float(res_c.ltv) * c_val
+        active = (supplied > 0) | (size != 0) | (margin > 0)
+        b_max = self.borrow_ratio[r] * float(res_c.ltv) * c_val
         add_debt = np.floor(
             np.maximum(np.minimum(cfg.add_fraction * b_max, b_max - d_val), 0.0) / p_d * res_d.unit
         ) * (p_d / res_d.unit)
         direction = np.where(size != 0, np.sign(size), np.sign(mu)).astype(np.int64)
-        add_lots = np.floor(self.perp_leverage * add_debt / mark / lot).astype(np.int64)
+        add_lots = np.floor(leverage * add_debt / mark / lot).astype(np.int64)
         # Adds smaller than a quarter of a full increment are not worth a borrow, a deposit
         # and an order (they would only top up debt grown by interest or room opened by a
         # small price rise).
@@ -469,13 +484,13 @@ class LeveragedTraders(Population):
         add_notional = direction * add_lots * lot * mark
         reduce_lots = np.ceil(cfg.reduce_fraction * np.abs(size)).astype(np.int64)
         kept = np.abs(size) - reduce_lots
-        withdraw = np.maximum(margin - kept * lot * mark / self.perp_leverage, 0.0)
+        withdraw = np.maximum(margin - kept * lot * mark / leverage, 0.0)
         choice = choose(
             mu=mu,
             sigma=self.volatility(),
-            horizon=self.horizon,
-            tolerance=self.tolerance,
-            early=self.early,
+            horizon=self.horizon[r],
+            tolerance=self.tolerance[r],
+            early=self.early[r],
             collateral_value=c_val,
             debt_value=d_val,
             margin=margin,
@@ -488,17 +503,18 @@ class LeveragedTraders(Population):
             reduce_withdraw=withdraw,
             trading_cost=cfg.trading_cost,
         )
-        choice = np.where(deciding, choice, int(Choice.HOLD))
-        self.last_choice = choice
-        self.choices += np.bincount(choice, minlength=len(Choice))
+        choice = np.where(active, choice, int(Choice.HOLD))
+        self.last_choice[r] = choice
+        self.choices += np.bincount(self.last_choice, minlength=len(Choice))
 
         add = choice == Choice.ADD
         red = choice == Choice.REDUCE
         close = choice == Choice.CLOSE
-        self._side = np.where(add, direction, np.where(red | close, -np.sign(size), 0))
-        self._lots = np.where(add, add_lots, np.where(red, reduce_lots, np.abs(size)))
-        self._lots = np.where(self._side != 0, self._lots, 0)
-        self._withdraw = np.where(red, withdraw, np.where(close, np.inf, 0.0))
+        side = np.where(add, direction, np.where(red | close, -np.sign(size), 0))
+        lots = np.where(add, add_lots, np.where(red, reduce_lots, np.abs(size)))
+        self._side[r] = side
+        self._lots[r] = np.where(side != 0, lots, 0)
+        self._withdraw[r] = np.where(red, withdraw, np.where(close, np.inf, 0.0))
 
         sup, bor = np.flatnonzero(entering), np.flatnonzero(add)
         borrow_units = np.round(add_debt[bor] / p_d * res_d.unit).astype(np.int64)
@@ -510,11 +526,11 @@ class LeveragedTraders(Population):
                         pool, LendingAction.SUPPLY, h[sup], cfg.collateral, w_c[sup]
                     ),
                     LendingActions.build(
-                        pool, LendingAction.BORROW, h[bor], cfg.debt, borrow_units
+                        pool, LendingAction.BORROW, hr[bor], cfg.debt, borrow_units
                     ),
                 ],
             ),
-            PerpMarginActions.build(self.venue, PerpMarginAction.DEPOSIT, h[bor], borrow_units),
+            PerpMarginActions.build(self.venue, PerpMarginAction.DEPOSIT, hr[bor], borrow_units),
         )
 
     def act(self, view: MarketView) -> OrderBatch:
