@@ -29,6 +29,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "CdpConfig",
     "LendingConfig",
     "LendingLoopersConfig",
+    "LeveragedTradersConfig",
     "MarginTierConfig",
     "PerpConfig",
     "PerpMarketMakersConfig",
@@ -748,6 +750,17 @@ class MarketMakersConfig(_Frozen):
             its quotes.
         withdraw_speed: Share of its ladder a stressed maker pulls per step (and puts back
             per calm step): 1 pulls everything at once, 0.25 thins the book over four steps.
+        liquidation_map_aware: Read the public liquidation map every step and protect the
+            side where a large cluster of liquidatable debt sits near the mid (off by
+            default; the book makers of ``market_makers`` and ``perp_market_makers`` only).
+        liquidation_map_distance: Relative price move within which liquidatable debt counts
+            as near: long debt liquidated by a fall of at most this much threatens the bids
+            (forced sales), short debt liquidated by such a rise the asks.
+        liquidation_map_threshold: Near debt (quote value) at or above this multiple of the
+            maker's own depth on that side (``levels * level_size * fair``) is a cluster.
+        liquidation_map_action: ``"widen"`` multiplies that side's half-spread by
+            ``liquidation_map_widen``; ``"pull"`` quotes nothing on that side.
+        liquidation_map_widen: Half-spread multiplier of a threatened side (``widen``).
     """
 
     count: int = Field(default=0, ge=0, le=10_000)
@@ -764,6 +777,11 @@ class MarketMakersConfig(_Frozen):
     vol_widening: NonNegFloat = 1.0
     withdraw_on_volatility: PositiveFloat = 3.0
     withdraw_speed: Annotated[float, Field(gt=0, le=1)] = 1.0
+    liquidation_map_aware: bool = False
+    liquidation_map_distance: Annotated[float, Field(gt=0, lt=1)] = 0.02
+    liquidation_map_threshold: PositiveFloat = 1.0
+    liquidation_map_action: Literal["widen", "pull"] = "widen"
+    liquidation_map_widen: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 3.0
 
 
 class PerpMarketMakersConfig(MarketMakersConfig):
@@ -879,6 +897,126 @@ class LendingLoopersConfig(_Frozen):
         d = self.leverage
         top = {"const": d.value, "uniform": d.high}.get(d.dist, math.inf)
         return min(top, math.inf if d.max is None else d.max)
+
+
+class LeveragedTradersConfig(_Frozen):
+    """Leveraged traders using a lending pool and a perp venue with cross-protocol collateral.
+
+    Each account starts with ``capital`` of ``collateral`` in its wallet and supplies it to
+    ``pool`` at step 0. To *add* exposure it borrows ``debt`` (the perp venue's settlement
+    asset) against that collateral, deposits what it borrowed as margin on the venue of
+    ``perp_instrument`` and opens ``perp_leverage`` times as much notional at market, long
+    or short by its signal. A fall in the collateral price hurts the lending position
+    whatever the perp position's direction. Each step an account decides with probability
+    ``decision_probability`` between add, hold, reduce and close, by the expected return on
+    equity of its perp exposure over its horizon minus ``p / risk_tolerance``, where ``p``
+    is its estimated probability of liquidation on either venue over the horizon
+    (``2 * Phi(-d / (sigma * sqrt(h)))`` per barrier). Accounts with the early-deleverage
+    flag count the lower liquidation probability of reducing or closing; the others reduce
+    or close only when their signal turns. See
+    :class:`marginsim.agents.leveraged.LeveragedTraders` for the exact rule.
+
+    Attributes:
+        count: Number of accounts.
+        pool: Name of the lending protocol they borrow from.
+        collateral: Symbol of the collateral they supply (a reserve of ``pool``; the base of
+            ``perp_instrument``).
+        debt: Symbol they borrow (a borrowable reserve of ``pool``; the settlement asset of
+            the perp venue).
+        perp_instrument: Perp contract they trade (default: the first perp instrument).
+        capital: Collateral each account starts with, human units.
+        borrow_ratio: Largest debt an account takes, as a share of its borrowing power
+            (collateral value times LTV) (a distribution, clipped to [0, 1]).
+        perp_leverage: Notional opened per unit of margin added (a distribution, >= 1).
+        add_fraction: Share of its largest debt that one add borrows (an add of less than
+            a quarter of this is not made).
+        reduce_fraction: Share of its perp position that one reduce closes.
+        risk_tolerance: Scale of the liquidation-probability penalty: a liquidation
+            probability ``p`` costs ``p / risk_tolerance`` of expected return on equity (a
+            distribution, > 0).
+        horizon_steps: Steps over which an account weighs gain and liquidation risk (a
+            distribution, >= 1).
+        weight_trend: Weight of the trend signal (a distribution).
+        weight_value: Weight of the value signal ``ln(fundamental / mark)`` (a distribution).
+        weight_noise: Weight of the private noise signal (a distribution).
+        trend_window: Steps of the trend signal (log move of the mark over the window).
+        volatility_window: Steps of the realised-volatility estimate.
+        early_deleverage_share: Share of accounts that deleverage early near liquidation.
+        decision_probability: Chance per step that an account decides (the others hold).
+        trading_cost: Cost an account expects per unit of perp notional it trades (fees
+            plus half the spread); a move must gain more than it costs.
+    """
+
+    count: int = Field(default=0, ge=0, le=10_000_000)
+    pool: str = ""
+    collateral: str = "WETH"
+    debt: str = "USDC"
+    perp_instrument: str | None = None
+    capital: PositiveFloat = 1.0
+    borrow_ratio: Dist = Dist(dist="uniform", low=0.3, high=0.9, min=0.0, max=1.0)
+    perp_leverage: Dist = Dist(dist="lognormal", median=3.0, sigma=0.4, min=1.0, max=20.0)
+    add_fraction: Annotated[float, Field(gt=0, le=1)] = 0.25
+    reduce_fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
+    risk_tolerance: Dist = Dist(dist="lognormal", median=1.0, sigma=0.5, min=0.01)
+    horizon_steps: Dist = Dist(dist="lognormal", median=60.0, sigma=0.5, min=1.0)
+    weight_trend: Dist = Dist(dist="uniform", low=0.0, high=1.0)
+    weight_value: Dist = Dist(dist="uniform", low=0.0, high=1.0)
+    weight_noise: Dist = Dist(dist="uniform", low=0.0, high=0.5)
+    trend_window: int = Field(default=30, ge=1)
+    volatility_window: int = Field(default=60, ge=2)
+    early_deleverage_share: Fraction = 0.5
+    decision_probability: Fraction = 0.05
+    trading_cost: Annotated[float, Field(ge=0, lt=1)] = 0.001
+
+    _coerce = field_validator(
+        "borrow_ratio",
+        "perp_leverage",
+        "risk_tolerance",
+        "horizon_steps",
+        "weight_trend",
+        "weight_value",
+        "weight_noise",
+        mode="before",
+    )(_dist_from_number)
+
+    @field_validator("borrow_ratio", "perp_leverage", "risk_tolerance", "horizon_steps")
+    @classmethod
+    def _ranges(cls, d: Dist, info: ValidationInfo) -> Dist:
+        # A draw outside these ranges would make the decision rule meaningless, and a clip
+        # would silently change the user's distribution, so the bounds must be stated.
+        low, strict = _LEVERAGED_FLOORS[info.field_name]
+        if d.dist == "lognormal":
+            least, reached = 0.0, False  # lognormal draws are > 0
+        elif d.dist == "normal":
+            least, reached = -math.inf, True
+        else:
+            least, reached = (d.value if d.dist == "const" else d.low), True
+        if d.min is not None and d.min > least:
+            least, reached = d.min, True
+        if least < low or (strict and reached and least <= low):
+            rule = ">" if strict else ">="
+            raise ValueError(
+                f"must only take values {rule} {low}; the distribution reaches {least:.6g}: "
+                f"set a min"
+            )
+        if info.field_name == "borrow_ratio":
+            top = {"const": d.value, "uniform": d.high}.get(d.dist, math.inf)
+            top = min(top, math.inf if d.max is None else d.max)
+            if top > 1.0:
+                raise ValueError(
+                    f"must only take values <= 1; the distribution reaches {top:.6g}: set max = 1"
+                )
+        return d
+
+
+#: Lower bound of each checked distribution of :class:`LeveragedTradersConfig`, and whether
+#: the bound itself is excluded.
+_LEVERAGED_FLOORS = {
+    "borrow_ratio": (0.0, False),
+    "perp_leverage": (1.0, False),
+    "risk_tolerance": (0.0, True),
+    "horizon_steps": (1.0, False),
+}
 
 
 class LiquidatorsConfig(_Frozen):
@@ -1170,6 +1308,7 @@ class AgentsConfig(_Frozen):
     perp_market_makers: PerpMarketMakersConfig = PerpMarketMakersConfig()
     perp_traders: PerpTradersConfig = PerpTradersConfig()
     lending_loopers: LendingLoopersConfig = LendingLoopersConfig()
+    leveraged_traders: LeveragedTradersConfig = LeveragedTradersConfig()
     liquidators: LiquidatorsConfig = LiquidatorsConfig()
     thin_book_maker: ThinBookMakerConfig = ThinBookMakerConfig()
     oracle_manipulator: OracleManipulatorConfig = OracleManipulatorConfig()
@@ -1392,6 +1531,7 @@ class Scenario(_Frozen):
                     )
                 )
         problems.extend(self._looper_problems(spot))
+        problems.extend(self._leveraged_problems(perp_ids))
         problems.extend(self._arbitrageur_problems())
         for sym in self.agents.liquidators.capital if self.agents.liquidators.count else ():
             asset(f"agents.liquidators.capital.{sym}", sym)
@@ -1586,6 +1726,66 @@ class Scenario(_Frozen):
                     f"{f}.instrument",
                     f"must be a spot book of {cfg.collateral}/{cfg.debt}; "
                     f"have {books}, got {cfg.instrument!r}",
+                )
+            )
+        return out
+
+    def _leveraged_problems(self, perp_ids: list[str]) -> list[tuple[str, str]]:
+        """Cross-field checks of ``agents.leveraged_traders`` (only when it has accounts)."""
+        cfg, f = self.agents.leveraged_traders, "agents.leveraged_traders"
+        if not cfg.count:
+            return []
+        pool = self.protocols.get(cfg.pool)
+        if not isinstance(pool, LendingConfig):
+            lending = sorted(n for n, p in self.protocols.items() if isinstance(p, LendingConfig))
+            return [
+                (
+                    f"{f}.pool",
+                    f"must name a lending protocol; lending protocols are {lending}, "
+                    f"got {cfg.pool!r}",
+                )
+            ]
+        out = []
+        for part in ("collateral", "debt"):
+            sym = getattr(cfg, part)
+            if sym not in pool.reserves:
+                out.append(
+                    (
+                        f"{f}.{part}",
+                        f"{sym!r} is not a reserve of {cfg.pool!r}; "
+                        f"reserves are {sorted(pool.reserves)}",
+                    )
+                )
+        if out:
+            return out
+        if cfg.collateral == cfg.debt:
+            out.append((f"{f}.debt", "must differ from the collateral"))
+        if not pool.reserves[cfg.debt].borrowable:
+            out.append((f"{f}.debt", f"{cfg.debt!r} is not borrowable on {cfg.pool!r}"))
+        perp_id = cfg.perp_instrument or next(iter(perp_ids), None)
+        if perp_id is None or perp_id not in perp_ids:
+            out.append(
+                (
+                    f"{f}.perp_instrument",
+                    f"must be a perp instrument; have {perp_ids}, got {cfg.perp_instrument!r}",
+                )
+            )
+            return out
+        ins = next(i for i in self.instruments if i.id == perp_id)
+        if ins.base != cfg.collateral:
+            out.append(
+                (
+                    f"{f}.perp_instrument",
+                    f"must be a perp on the collateral {cfg.collateral!r}; "
+                    f"{perp_id!r} has base {ins.base!r}",
+                )
+            )
+        if ins.quote != cfg.debt:
+            out.append(
+                (
+                    f"{f}.debt",
+                    f"must be the settlement asset of {perp_id!r} ({ins.quote}), since the "
+                    f"borrowed asset is posted as perp margin; got {cfg.debt!r}",
                 )
             )
         return out

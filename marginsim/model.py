@@ -17,6 +17,7 @@ from marginsim.agents.fundamental import FundamentalTraders
 from marginsim.agents.hedger import Hedger
 from marginsim.agents.hunter import ATTACK_COLUMNS as HUNT_COLUMNS
 from marginsim.agents.hunter import LiquidationHunter
+from marginsim.agents.leveraged import LeveragedTraders, PerpMarginAction, PerpMarginActions
 from marginsim.agents.liquidator import (
     BarkCall,
     LiquidateCall,
@@ -48,7 +49,7 @@ from marginsim.metrics import LiquidationMapRecorder, LiquidationRounds, Metrics
 from marginsim.protocols.bridge import BRIDGE_COLUMNS, Bridge
 from marginsim.protocols.cdp import AUCTION_COLUMNS, CdpProtocol
 from marginsim.protocols.contagion import ContagionMonitor
-from marginsim.protocols.events import LIQUIDATION_COLUMNS
+from marginsim.protocols.events import LIQUIDATION_COLUMNS, LiquidationPrices
 from marginsim.protocols.lending import RAY, LendingPool
 from marginsim.protocols.network import EdgeKind, ProtocolNetwork
 from marginsim.protocols.perp import PerpContract, PerpVenue
@@ -478,6 +479,7 @@ class MarginModel(mesa.Model):
         self.gas_paid_units = 0
         self._build_perp_agents()
         self._build_loopers()
+        self._build_leveraged_traders()
         self._build_manipulator()
         self._build_arbitrageurs()
         self._build_hunter()
@@ -585,6 +587,37 @@ class MarginModel(mesa.Model):
                 self.instrument_index[ins_id],
                 self.ledger.asset_id(cfg.collateral),
                 self.streams.get("population:lending_loopers"),
+            )
+        )
+
+    def _build_leveraged_traders(self) -> None:
+        """The leveraged traders: a block of holders with ``capital`` of collateral each.
+
+        Their accounts are registered with the pool and the perp venue at once (ascending
+        ids), so the scans list them in a fixed order before any of them acts.
+        """
+        sc, cfg = self.scenario, self.scenario.agents.leveraged_traders
+        #: Lending and margin actions of leveraged traders the venues refused, over the run.
+        self.leveraged_actions_refused = 0
+        if not cfg.count:
+            return
+        perp_id = cfg.perp_instrument or next(i.id for i in sc.instruments if i.kind == "perp")
+        ins = self.instrument_index[perp_id]
+        venue = self.perp_of_instrument[ins]
+        first = self.ledger.add_holders("leveraged_traders", cfg.count)
+        self._endow(first, cfg.count, cfg.collateral, cfg.capital)
+        holders = np.arange(first, first + cfg.count)
+        self.lending[cfg.pool].register_accounts(holders)
+        venue.register_accounts(holders)
+        self.traders.append(
+            LeveragedTraders(
+                self,
+                cfg,
+                first,
+                ins,
+                venue.name,
+                self.calm_volatility,
+                self.streams.get("population:leveraged_traders"),
             )
         )
 
@@ -1010,6 +1043,15 @@ class MarginModel(mesa.Model):
         is three calls in a row (:meth:`_activate_loopers`); an arbitrageur's is its book
         orders, then its swaps (:meth:`_execute_swaps`).
         """
+        # Makers that read the liquidation map share one scan per asset per step: the
+        # prices it depends on (oracles, marks) do not move within the agents phase.
+        scans: dict[str, list[LiquidationPrices]] = {}
+        for maker in self.market_makers:
+            if maker.config.liquidation_map_aware:
+                symbol = self.scenario.instruments[maker.instrument].base
+                if symbol not in scans:
+                    scans[symbol] = self.protocols_view.liquidation_prices(symbol)
+                maker.liquidation_parts = scans[symbol]
         for maker in self.market_makers:
             self._submit(maker.withdraw())
             batch = maker.act(self.view)
@@ -1020,6 +1062,9 @@ class MarginModel(mesa.Model):
         for trader in order:
             if isinstance(trader, LendingLoopers):
                 self._activate_loopers(trader)
+                continue
+            if isinstance(trader, LeveragedTraders):
+                self._activate_leveraged(trader)
                 continue
             if isinstance(trader, OracleManipulator):
                 self._activate_manipulator(trader)
@@ -1071,6 +1116,46 @@ class MarginModel(mesa.Model):
         refused += self._execute_lending(loopers.after_trades(self.view, self.protocols_view))
         loopers.refused_actions += refused
         self.lending_actions_refused += refused
+
+    def _activate_leveraged(self, traders: LeveragedTraders) -> None:
+        """One activation of the leveraged traders: lend, deposit, trade, withdraw, repay.
+
+        Supplies and borrows run first and the borrowed stablecoin is deposited as perp
+        margin, so the market orders that follow are margin-checked against it; then the
+        margin freed by reduces and closes comes back to the wallets and repays debt.
+        Refused actions are skipped and counted.
+        """
+        plan = traders.plan(self.view, self.protocols_view)
+        refused = self._execute_lending(plan.lending)
+        refused += self._execute_margin(plan.margin)
+        batch = traders.act(self.view)
+        order_id, status, _, resting = self._submit(batch)
+        traders.on_results(batch, order_id, status, resting)
+        refused += self._execute_margin(traders.after_trades(self.view, self.protocols_view))
+        refused += self._execute_lending(traders.settle(self.view, self.protocols_view))
+        traders.refused_actions += refused
+        self.leveraged_actions_refused += refused
+
+    def _execute_margin(self, actions: PerpMarginActions) -> int:
+        """Run perp margin deposits and withdrawals in order; returns how many were refused.
+
+        A ``WITHDRAW`` row takes ``min(amount, withdrawable)``; nothing withdrawable counts
+        as refused.
+        """
+        if not len(actions):
+            return 0
+        venue = self.perps[actions.venue]
+        refused = 0
+        for kind, holder, amount in zip(
+            actions.kind.tolist(), actions.holder.tolist(), actions.amount.tolist(), strict=True
+        ):
+            if kind == PerpMarginAction.DEPOSIT:
+                ok = venue.deposit(holder, amount).ok
+            else:
+                units = min(amount, venue.withdrawable_units(holder))
+                ok = units > 0 and venue.withdraw(holder, units).ok
+            refused += not ok
+        return refused
 
     def _activate_manipulator(self, manipulator: OracleManipulator) -> None:
         """The manipulator's activation: lend (supply and borrow), trade (pump), note results."""

@@ -13,10 +13,36 @@ from marginsim.config import MarketMakersConfig, PerpMarketMakersConfig
 from marginsim.market.engine import OrderKind
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from marginsim.market.view import MarketView
+    from marginsim.protocols.events import LiquidationPrices
     from marginsim.protocols.view import ProtocolsView
 
-__all__ = ["MarketMaker", "PerpMarketMaker"]
+__all__ = ["MarketMaker", "PerpMarketMaker", "debt_near"]
+
+
+def debt_near(parts: Sequence[LiquidationPrices], distance: float) -> tuple[float, float]:
+    """Liquidatable debt within a relative price move of ``distance``, below and above.
+
+    Each protocol's accounts are placed by the relative move of that protocol's own price
+    they need (``price / current_price``), as :func:`marginsim.metrics.liquidation_map`
+    does. Returns ``(long, short)``: the debt value of long-side accounts liquidated by a
+    fall of at most ``distance`` (already liquidatable ones included), and of short-side
+    accounts liquidated by a rise of at most ``distance``; the liquidation map's
+    ``long_debt`` at ``(1 - distance)`` and ``short_debt`` at ``(1 + distance)`` times the
+    reference.
+    """
+    long_debt = short_debt = 0.0
+    for part in parts:
+        q0 = part.current_price
+        if not len(part) or not (np.isfinite(q0) and q0 > 0):
+            continue
+        rel = part.price * (1.0 / q0)
+        ok = np.isfinite(part.debt_value)
+        long_debt += float(part.debt_value[ok & (part.side == 1) & (rel >= 1.0 - distance)].sum())
+        short_debt += float(part.debt_value[ok & (part.side == -1) & (rel <= 1.0 + distance)].sum())
+    return long_debt, short_debt
 
 
 class MarketMaker(Trader):
@@ -35,6 +61,16 @@ class MarketMaker(Trader):
     at the same speed once volatility calms.
     Level ``k`` (0-based) sits at ``f * (1 +- (h + k * level_spacing) - inventory shift)``
     with ``level_size`` each, scaled down to what the maker's wallet can fund.
+
+    With ``liquidation_map_aware`` the model hands the maker, before it quotes, the step's
+    scan of the public liquidation map of its base asset (:attr:`liquidation_parts`, one
+    scan per asset per step shared by all makers that read it). With ``d`` =
+    ``liquidation_map_distance`` and the maker's side depth ``levels * level_size * f`` (at
+    full size), a side is *threatened* when the debt that :func:`debt_near` finds within
+    ``d`` on its side (long debt for the bids, which forced sales would hit; short debt for
+    the asks) is positive and at least ``liquidation_map_threshold`` times that depth. A
+    threatened side's half-spread becomes ``h * liquidation_map_widen`` (action
+    ``widen``) or the side is not quoted (``pull``); the other side is unchanged.
 
     Args:
         model: The model.
@@ -74,6 +110,12 @@ class MarketMaker(Trader):
         self.withdrawn = False
         #: Share of the ladder quoted under volatility stress (1 calm, 0 fully withdrawn).
         self.stress_share = 1.0
+        #: This step's liquidation-map scan of the base asset (set by the model when the
+        #: maker is ``liquidation_map_aware``; empty otherwise).
+        self.liquidation_parts: Sequence[LiquidationPrices] = ()
+        #: Steps in which the liquidation map made the maker protect its bids / its asks.
+        self.map_threatened_bid_steps = 0
+        self.map_threatened_ask_steps = 0
 
     def withdraw(self) -> OrderBatch:
         """Cancel every live quote (run before :meth:`act` so escrowed funds come back)."""
@@ -108,11 +150,25 @@ class MarketMaker(Trader):
             return OrderBatch.empty()
         imbalance = self.inventory_imbalance(view, fair)
         shift = -cfg.inventory_skew * imbalance
+        bid_half, ask_half = half, half
+        quote_bids = quote_asks = True
+        if cfg.liquidation_map_aware:
+            threat_bid, threat_ask = self.map_threats(fair)
+            self.map_threatened_bid_steps += threat_bid
+            self.map_threatened_ask_steps += threat_ask
+            if cfg.liquidation_map_action == "pull":
+                quote_bids, quote_asks = not threat_bid, not threat_ask
+            else:
+                bid_half = half * cfg.liquidation_map_widen if threat_bid else half
+                ask_half = half * cfg.liquidation_map_widen if threat_ask else half
         k = np.arange(cfg.levels, dtype=np.float64)
-        offsets = half + k * cfg.level_spacing
-        bid_ticks = np.floor(fair * (1.0 - offsets + shift) / tick).astype(np.int64)
-        ask_ticks = np.ceil(fair * (1.0 + offsets + shift) / tick).astype(np.int64)
+        bid_offsets = bid_half + k * cfg.level_spacing
+        ask_offsets = ask_half + k * cfg.level_spacing
+        bid_ticks = np.floor(fair * (1.0 - bid_offsets + shift) / tick).astype(np.int64)
+        ask_ticks = np.ceil(fair * (1.0 + ask_offsets + shift) / tick).astype(np.int64)
         bid_lots, ask_lots = self.fundable_lots(view, bid_ticks, lots)
+        bid_lots = bid_lots if quote_bids else 0
+        ask_lots = ask_lots if quote_asks else 0
         orders = []
         if bid_lots > 0:
             keep = bid_ticks > 0
@@ -126,6 +182,13 @@ class MarketMaker(Trader):
                 OrderBatch.build(ins, -1, int(OrderKind.LIMIT), ask_ticks, ask_lots, self.holder)
             )
         return OrderBatch.concat(orders)
+
+    def map_threats(self, fair: float) -> tuple[bool, bool]:
+        """Whether the liquidation map threatens the bids and the asks (class docstring)."""
+        cfg = self.config
+        long_debt, short_debt = debt_near(self.liquidation_parts, cfg.liquidation_map_distance)
+        limit = cfg.liquidation_map_threshold * cfg.levels * cfg.level_size * fair
+        return (long_debt > 0 and long_debt >= limit, short_debt > 0 and short_debt >= limit)
 
     def _wallet(self, view: MarketView) -> tuple[int, int]:
         holder = np.array([self.holder])

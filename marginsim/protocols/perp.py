@@ -1098,6 +1098,57 @@ class PerpVenue:
         out[have] = self._size[slots[have], k]
         return out
 
+    def margin_balances(self, holders: np.ndarray) -> np.ndarray:
+        """Margin balances of many accounts at mark in one vectorised read, units (float64).
+
+        The vector form of :meth:`margin_balance` without an instrument: wallet + isolated
+        margin + unrealised PnL of every position (a contract without a mark adds no PnL);
+        0 for a holder the venue does not know.
+        """
+        holders = np.asarray(holders, dtype=_I64).reshape(-1)
+        inside = (holders >= 0) & (holders < self._slot.shape[0])
+        slots = np.full(holders.shape[0], -1, dtype=_I64)
+        slots[inside] = self._slot[holders[inside]]
+        out = np.zeros(holders.shape[0], dtype=np.float64)
+        have = np.flatnonzero(slots >= 0)
+        if have.size == 0:
+            return out
+        rows = slots[have]
+        size = self._size[rows]
+        marks = np.where(np.isfinite(self._mark), self._mark, 0.0)
+        upnl = np.where(
+            (size != 0) & np.isfinite(self._mark),
+            size.astype(np.float64) * marks * self._vpl - self._cost[rows],
+            0.0,
+        )
+        out[have] = (
+            self._wallet[rows].astype(np.float64)
+            + self._iso[rows].sum(axis=1).astype(np.float64)
+            + upnl.sum(axis=1)
+        )
+        return out
+
+    def withdrawable_units(self, holder: int) -> int:
+        """Most units :meth:`withdraw` would let ``holder`` take out now (0 when nothing).
+
+        The same limit :meth:`withdraw` applies: the free wallet of an isolated account;
+        for a cross account ``wallet + min(0, unrealised PnL) - initial margin`` (0 without
+        a mark for a contract it holds).
+        """
+        a = self._slot_of(holder)
+        if a < 0:
+            return 0
+        wallet = int(self._wallet[a])
+        if self._isolated[a]:
+            free = float(wallet)
+        else:
+            used = self._used_initial_margin(a)
+            if used is None:
+                return 0
+            upnl = sum(self._upnl(a, k) for k in range(len(self.contracts)))
+            free = min(float(wallet), wallet + min(0.0, upnl) - used)
+        return max(0, math.floor(free))
+
     def liquidation_prices(self, instrument: int | str) -> LiquidationPrices:
         """Mark price at which each open position in a contract is liquidated (vectorised).
 

@@ -181,6 +181,23 @@ class ProtocolsView:
         v = self._perps[venue]
         return v.margin_balance(holder) / float(v.unit)
 
+    def perp_margin_balances(self, venue: str, holders: np.ndarray) -> np.ndarray:
+        """Margin balances of many accounts at mark, settlement human units (float64).
+
+        Wallet + isolated margin + unrealised PnL, 0 for accounts the venue does not know
+        (one vectorised read).
+        """
+        v = self._perps[venue]
+        return v.margin_balances(holders) / float(v.unit)
+
+    def perp_maintenance_rate(self, venue: str) -> float:
+        """Maintenance rate of the first (smallest-notional) margin tier of a perp venue."""
+        return float(self._perps[venue].tiers.rates[0])
+
+    def perp_settlement(self, venue: str) -> int:
+        """Ledger asset id of a perp venue's settlement asset."""
+        return int(self._perps[venue].settlement)
+
     # ---------------------------------------------------------------- liquidation map
     def liquidation_prices(self, symbol: str) -> list[LiquidationPrices]:
         """Per-protocol liquidation prices of ``symbol``, one scan per protocol.
