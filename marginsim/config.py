@@ -780,6 +780,7 @@ class PerpConfig(_Frozen):
 
 ProtocolConfig = Annotated[LendingConfig | CdpConfig | PerpConfig, Field(discriminator="kind")]
 _PROTOCOL_KINDS = ("lending", "cdp", "perp")
+_POLICY_KINDS = ("static", "dynamic", "gradual", "predictive", "circuit_breaker")
 
 
 # ------------------------------------------------------------------------------- network
@@ -1884,7 +1885,7 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
         if isinstance(ctx_error, _CrossFieldErrors):
             problems.extend(ctx_error.problems)
             continue
-        loc = tuple(err["loc"])
+        loc = _without_policy_tag(tuple(err["loc"]))
         if len(loc) > 2 and loc[0] == "protocols" and loc[2] in _PROTOCOL_KINDS:
             loc = loc[:2] + loc[3:]  # pydantic puts the union's tag in the path: drop it
         field = _loc_to_field(loc)
@@ -1912,7 +1913,7 @@ def _without_invalid_values(data: dict[str, Any], exc: ValidationError) -> dict[
     for err in exc.errors(include_url=False):
         if err["type"] == "missing":
             return None
-        loc = [part for part in err["loc"] if part not in _PROTOCOL_KINDS]
+        loc = [part for part in _without_policy_tag(err["loc"]) if part not in _PROTOCOL_KINDS]
         node: Any = repaired
         for part in loc[:-1]:
             try:
@@ -1924,7 +1925,16 @@ def _without_invalid_values(data: dict[str, Any], exc: ValidationError) -> dict[
             del node[loc[-1]]
         elif not loc:
             return None
-    return repaired
+    return None if repaired == data else repaired  # nothing removed: no second pass
+
+
+def _without_policy_tag(loc: Any) -> tuple[Any, ...]:
+    """``loc`` without the tag pydantic adds after ``liquidation_policy`` (its union's kind)."""
+    out = tuple(loc)
+    for i in range(len(out) - 1):
+        if out[i] == "liquidation_policy" and out[i + 1] in _POLICY_KINDS:
+            return out[: i + 1] + out[i + 2 :]
+    return out
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

@@ -263,3 +263,24 @@ def test_policy_config_errors_name_the_field():
         PredictivePolicyConfig(kind="predictive", garch_alpha=0.5, garch_beta=0.5)
     with pytest.raises(ValueError, match="slices"):
         GradualPolicyConfig(kind="gradual", slices=0)
+
+
+def test_scenario_override_errors_name_the_dotted_policy_field():
+    from marginsim.config import ScenarioError
+    from marginsim.experiments.scenarios import load_scenario
+
+    hunt = load_scenario("liquidation_hunt")
+    with pytest.raises(ScenarioError) as err:
+        hunt.with_overrides(
+            {
+                "protocols.thinlend.liquidation_policy.kind": "gradual",
+                "protocols.thinlend.liquidation_policy.slices": 0,
+            }
+        )
+    # The union's tag ("gradual") is not part of the path the user sees.
+    assert err.value.problems == [
+        (
+            "protocols.thinlend.liquidation_policy.slices",
+            "Input should be greater than or equal to 1; got 0",
+        )
+    ]
