@@ -435,6 +435,9 @@ class GradualLiquidation(LiquidationPolicy):
         super().__init__(protocol, step_seconds)
         self.config = config
         self.schedules: dict[int, _Schedule] = {}
+        #: Accounts whose slice of step ``_used_step`` is used up (for the vectorised mask).
+        self._used: set[int] = set()
+        self._used_step = -1
 
     def observe(
         self,
@@ -468,15 +471,10 @@ class GradualLiquidation(LiquidationPolicy):
         self, step: int, holders: np.ndarray, health: np.ndarray, flagged: np.ndarray
     ) -> np.ndarray:
         """Leave out accounts whose slice of this step is used up."""
-        if not self.schedules:
+        if self._used_step != step or not self._used:
             return flagged
-        out = flagged.copy()
-        for i in np.flatnonzero(flagged).tolist():
-            sched = self.schedules.get(int(holders[i]))
-            if sched is not None and sched.step == step and sched.allowance:
-                if any(sched.repaid.get(s, 0) >= a for s, a in sched.allowance.items()):
-                    out[i] = False
-        return out
+        used = np.fromiter(self._used, dtype=np.int64, count=len(self._used))
+        return flagged & ~np.isin(holders, used)
 
     def bonus(self, step: int, start_step: int, reserve_bonus: Fraction) -> Fraction | None:
         """Bonus of a slice in ``step`` of a schedule started at ``start_step``."""
@@ -514,6 +512,10 @@ class GradualLiquidation(LiquidationPolicy):
         """Count a slice against this step's allowance."""
         sched = self._schedule(step, account)
         sched.repaid[debt_symbol] = sched.repaid.get(debt_symbol, 0) + int(repaid_units)
+        if sched.repaid[debt_symbol] >= sched.allowance.get(debt_symbol, 0):
+            if self._used_step != step:
+                self._used_step, self._used = int(step), set()
+            self._used.add(int(account))
         self._row(step, "slice", account, repaid_units)
 
 
