@@ -69,7 +69,6 @@ runs on aToken transfers; agents holding debt move collateral with
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import enum
 import logging
@@ -326,7 +325,7 @@ class PoolSnapshot:
     n_flash_loans: int
     n_bad_debt: int
     step: int
-    policy_state: dict[str, Any] | None = None
+    policy_state: dict[str, object] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1964,7 +1963,7 @@ class LendingPool:
             n_flash_loans=len(self._flash_loans),
             n_bad_debt=len(self._bad_debt_rows),
             step=self.step,
-            policy_state=None if self.policy is None else copy.deepcopy(vars(self.policy)),
+            policy_state=None if self.policy is None else self.policy.snapshot_state(),
         )
 
     def restore(self, snap: PoolSnapshot) -> None:
@@ -1980,7 +1979,7 @@ class LendingPool:
         del self._bad_debt_rows[snap.n_bad_debt :]
         self.step = snap.step
         if self.policy is not None and snap.policy_state is not None:
-            vars(self.policy).update(copy.deepcopy(snap.policy_state))
+            self.policy.restore_state(snap.policy_state)
 
     # ------------------------------------------------------------------------------- policy
     def attach_policy(self, policy: LiquidationPolicy | None, asset: str = "") -> None:

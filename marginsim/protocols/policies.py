@@ -40,6 +40,7 @@ liquidation). A policy draws no random numbers.
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import math
 from fractions import Fraction
@@ -225,6 +226,19 @@ class LiquidationPolicy:
         self.step_seconds = float(step_seconds)
         self.rows: list[tuple[int, str, str, str, int, float]] = []
         self.requirement_scale = 1.0
+
+    def snapshot_state(self) -> dict[str, object]:
+        """A copy of the mutable state (a flash loan that fails restores it)."""
+        state = {k: copy.deepcopy(v) for k, v in vars(self).items() if k not in ("rows", "config")}
+        state["rows"] = len(self.rows)
+        return state
+
+    def restore_state(self, state: dict[str, object]) -> None:
+        """Return to a state taken by :meth:`snapshot_state`."""
+        n_rows = state["rows"]
+        assert isinstance(n_rows, int)
+        vars(self).update({k: copy.deepcopy(v) for k, v in state.items() if k != "rows"})
+        del self.rows[n_rows:]
 
     def _row(self, step: int, event: str, account: int = -1, value: float = math.nan) -> None:
         self.rows.append((int(step), self.protocol, self.kind, event, int(account), float(value)))
