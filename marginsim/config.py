@@ -603,11 +603,13 @@ class LendingConfig(_Frozen):
                 )
         if isinstance(policy, DynamicMarginPolicyConfig):
             for symbol, r in self.reserves.items():
-                if r.liquidation_threshold / policy.min_multiplier > 1:
+                lowest = r.liquidation_threshold / policy.min_multiplier
+                if lowest * (1 + r.liquidation_bonus) > 1 + 1e-12:
                     raise ValueError(
                         "liquidation_policy.min_multiplier must keep every liquidation threshold "
-                        f"<= 1: reserve {symbol} has {r.liquidation_threshold} / "
-                        f"{policy.min_multiplier} > 1"
+                        "times (1 + bonus) <= 1 (as the reserve itself must be): reserve "
+                        f"{symbol} has {r.liquidation_threshold} / {policy.min_multiplier} * "
+                        f"{1 + r.liquidation_bonus} > 1"
                     )
         return self
 

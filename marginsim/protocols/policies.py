@@ -609,7 +609,10 @@ class PredictiveLiquidation(LiquidationPolicy):
         if health_factor < 1:
             return _ALLOW
         if float(health_factor) >= self.trigger_health() or account in self._done(step):
-            return LiquidationTerms(refusal="healthy and below the predictive trigger")
+            return LiquidationTerms(
+                refusal=f"health factor {float(health_factor):.6g} >= 1 and not at risk (trigger "
+                f"{self.trigger_health():.6g}), or already deleveraged early in this step"
+            )
         share = -(-owed_units * self._share.numerator // self._share.denominator)
         return LiquidationTerms(
             max_repay_units=min(owed_units, share), bonus=self._bonus, early=True
