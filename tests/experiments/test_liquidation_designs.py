@@ -138,3 +138,14 @@ def test_quick_study_writes_every_table_and_figure(tmp_path):
     ]
     assert breaker["policy_events"].iloc[0] > 0
     assert "## bad debt" in report.read_text()
+
+
+def test_runs_in_worker_processes_match_runs_in_this_process():
+    from marginsim.experiments.studies.liquidation_designs import _execute, _tasks
+
+    hunt = load_scenario("liquidation_hunt").with_overrides({"run.steps": 40})
+    tasks = _tasks(hunt, "liquidation_hunt", "gradual", POLICIES["gradual"], 2)
+    here = _execute([dict(t) for t in tasks], None, False, "test")
+    there = _execute([dict(t) for t in tasks], 2, False, "test")
+    pd.testing.assert_frame_equal(here, there)
+    assert here["seed"].tolist() == [replicate_seed(hunt.run.seed, i) for i in range(2)]

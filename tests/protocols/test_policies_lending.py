@@ -195,6 +195,8 @@ def test_circuit_breaker_pauses_liquidations_and_optionally_borrows(make_pool):
     res = liquidate(pool, h)
     assert not res.ok and res.code == Refusal.POLICY
     assert pool.borrow(h["bob"], "USDC", 1 * USDC).code == Refusal.POLICY
+    pool.policy.config = pool.policy.config.model_copy(update={"pause_borrowing": False})
+    assert pool.borrow(h["bob"], "USDC", 1 * USDC).ok  # without it, only liquidations pause
     step(pool, feed, 2, 1600.0)  # bad debt risk grows: still paused
     assert liquidate(pool, h).code == Refusal.POLICY
     step(pool, feed, 3, 1600.0)
