@@ -81,6 +81,14 @@ METRICS: dict[str, str] = {
 
 _PERP_KINDS = ("static", "dynamic", "circuit_breaker")
 
+#: ``--quick``: the crash cut after its fall (steps 240-270) with smaller populations.
+_QUICK_CRASH = {
+    "run.steps": 280,
+    "agents.noise.count": 500,
+    "agents.lending_loopers.count": 1000,
+    "agents.perp_traders.count": 500,
+}
+
 
 def replicate_seed(master_seed: int, replicate: int) -> int:
     """Seed of replicate ``i``: from ``SeedSequence(master_seed, spawn_key=(i,))``."""
@@ -233,7 +241,7 @@ def _base_scenarios(quick: bool) -> dict[str, Scenario]:
 
     out = {name: load_scenario(name) for name in SCENARIOS}
     if quick:  # the crash's fall is steps 240-270; the other two are short already
-        out["crash"] = out["crash"].with_overrides({"run.steps": 280})
+        out["crash"] = out["crash"].with_overrides(_QUICK_CRASH)
     return out
 
 
@@ -328,8 +336,9 @@ def liquidation_designs_study(
 
     Full: the three scenarios at their own length, 5 replicates per (scenario, policy), and
     the sweep of :data:`SWEEPS` on every scenario with 3 replicates. ``quick``: 1 replicate,
-    ``crash`` cut to 280 steps (its fall is steps 240-270), and the sweep on
-    ``liquidation_hunt`` only with the lowest and highest value.
+    ``crash`` cut to 280 steps (its fall is steps 240-270) with 500 noise traders, 1,000
+    loopers and 500 perp traders, and the sweep on ``liquidation_hunt`` only with the lowest
+    and highest value.
 
     Writes into ``out``: ``runs.parquet``/``.csv`` (one row per run: ``scenario_name``,
     ``policy``, ``replicate``, ``seed`` and the measures), ``table_<metric>.parquet``/``.csv``
