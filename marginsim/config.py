@@ -43,6 +43,11 @@ __all__ = [
     "ArbitrageursConfig",
     "AssetConfig",
     "AuctionConfig",
+    "CircuitBreakerPolicyConfig",
+    "DynamicMarginPolicyConfig",
+    "GradualPolicyConfig",
+    "PredictivePolicyConfig",
+    "StaticPolicyConfig",
     "BasisArbitrageursConfig",
     "BridgeConfig",
     "CdpConfig",
@@ -387,6 +392,178 @@ class ReserveConfig(_Frozen):
         return self
 
 
+# ------------------------------------------------------------------------------- policies
+# Liquidation policies of lending pools and perp venues (marginsim.protocols.policies holds
+# the rules; docs/policies.md the formulas). ``static`` is today's behaviour and the default.
+class _VolatilityParams(_Frozen):
+    """Volatility forecast shared by the policies that need one (EWMA or GARCH(1,1)).
+
+    The forecast is updated online, once a step, from the log return of the price the
+    policy watches (the pool's oracle price of ``asset``, a perp venue's mark price).
+
+    Attributes:
+        estimator: ``"ewma"`` (RiskMetrics: ``v <- lam * v + (1 - lam) * r^2``) or
+            ``"garch"`` (GARCH(1,1): ``v <- omega + alpha * r^2 + beta * v`` with
+            ``omega = (1 - alpha - beta) * reference variance``, i.e. variance targeting).
+        reference_volatility: Annualised volatility the requirement is calibrated for; the
+            forecast starts at it and GARCH reverts to it.
+        ewma_lambda: Decay of the EWMA (RiskMetrics daily: 0.94).
+        garch_alpha: GARCH weight of the last squared return.
+        garch_beta: GARCH weight of the last variance (``alpha + beta < 1``).
+        horizon_steps: Steps ahead the forecast covers (``k``).
+    """
+
+    estimator: Literal["ewma", "garch"] = "ewma"
+    reference_volatility: PositiveFloat = 0.8
+    ewma_lambda: Annotated[float, Field(gt=0, lt=1)] = 0.94
+    garch_alpha: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    garch_beta: Annotated[float, Field(ge=0, lt=1)] = 0.85
+    horizon_steps: int = Field(default=10, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _stationary(self) -> _VolatilityParams:
+        if self.garch_alpha + self.garch_beta >= 1:
+            raise ValueError(
+                "garch_alpha + garch_beta must be < 1 (a stationary GARCH), got "
+                f"{self.garch_alpha} + {self.garch_beta} = {self.garch_alpha + self.garch_beta}"
+            )
+        return self
+
+
+class StaticPolicyConfig(_Frozen):
+    """Today's rules: fixed thresholds, maintenance rates, close factor and bonus.
+
+    Attributes:
+        kind: ``"static"``.
+    """
+
+    kind: Literal["static"] = "static"
+
+
+class DynamicMarginPolicyConfig(_VolatilityParams):
+    """Dynamic margin: the collateral requirement follows a volatility forecast.
+
+    Each step the target multiplier is ``1 + sensitivity * (sigma_k / sigma_ref_k - 1)``
+    clipped to ``[min_multiplier, max_multiplier]``, where ``sigma_k`` is the forecast
+    volatility over ``horizon_steps`` and ``sigma_ref_k`` the reference volatility over the
+    same horizon; the multiplier then moves toward the target by at most ``max_step``. A
+    lending pool divides each reserve's liquidation threshold (and, with ``adjust_ltv``, its
+    LTV) by the multiplier; a perp venue multiplies its maintenance margin by it.
+
+    Attributes:
+        kind: ``"dynamic"``.
+        sensitivity: How strongly the requirement follows the volatility ratio.
+        min_multiplier: Lowest multiplier (1: the requirement never falls below the static one).
+        max_multiplier: Highest multiplier.
+        max_step: Largest change of the multiplier in one step.
+        adjust_ltv: Lending: scale the LTV with the threshold (so a new borrow is not
+            liquidatable at once).
+        asset: Lending: reserve whose oracle price is watched (empty: the first reserve
+            priced by an oracle).
+    """
+
+    kind: Literal["dynamic"]
+    sensitivity: NonNegFloat = 1.0
+    min_multiplier: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 1.0
+    max_multiplier: Annotated[float, Field(ge=1, le=10, allow_inf_nan=False)] = 1.5
+    max_step: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)] = 0.01
+    adjust_ltv: bool = True
+    asset: str = ""
+
+
+class GradualPolicyConfig(_Frozen):
+    """Gradual liquidation: an unhealthy account is liquidated in slices over several steps.
+
+    The liquidation bots execute the slices (one per account and step); the pool limits
+    each step's repay to ``1 / (slices - j)`` of the debt then owed (slice ``j`` of
+    ``slices``: equal slices of the starting debt when nothing else changes), never more
+    than the close factor, and re-checks the health factor before every slice.
+
+    Attributes:
+        kind: ``"gradual"``.
+        slices: Number of slices (steps) the debt is spread over.
+        schedule: ``"twap"`` (the reserve's bonus on every slice) or ``"dutch"`` (the bonus
+            starts at ``start_bonus`` when the account is first seen unhealthy and rises by
+            ``bonus_step`` each step up to the reserve's bonus).
+        start_bonus: Dutch schedule: bonus of the first step.
+        bonus_step: Dutch schedule: increase of the bonus per step.
+    """
+
+    kind: Literal["gradual"]
+    slices: int = Field(default=4, ge=1, le=10_000)
+    schedule: Literal["twap", "dutch"] = "twap"
+    start_bonus: Annotated[float, Field(ge=0, lt=0.5)] = 0.0
+    bonus_step: Annotated[float, Field(ge=0, lt=0.5)] = 0.01
+
+
+class PredictivePolicyConfig(_VolatilityParams):
+    """Predictive liquidation: early, smaller, cheaper deleveraging of accounts at risk.
+
+    A healthy account (HF >= 1) whose probability of crossing HF = 1 within
+    ``horizon_steps``, ``2 * Phi(-ln(HF) / (sigma * sqrt(k)))`` with ``sigma`` the one-step
+    volatility forecast (driftless log price, reflection principle), is at least
+    ``trigger_probability`` may be liquidated once per step for at most
+    ``early_close_factor`` of a debt, with ``early_bonus`` instead of the reserve's bonus.
+    Unhealthy accounts are liquidated as under ``static``.
+
+    Attributes:
+        kind: ``"predictive"``.
+        trigger_probability: Probability that triggers early deleveraging.
+        early_close_factor: Share of a debt repaid in one early liquidation.
+        early_bonus: Bonus of an early liquidation.
+        asset: Reserve whose oracle price is watched (empty: the first reserve priced by an
+            oracle).
+    """
+
+    kind: Literal["predictive"]
+    trigger_probability: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.5
+    early_close_factor: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.1
+    early_bonus: Annotated[float, Field(ge=0, lt=0.5)] = 0.01
+    asset: str = ""
+
+
+class CircuitBreakerPolicyConfig(_Frozen):
+    """Circuit breaker: liquidations pause when the watched price moves too fast.
+
+    At the start of each step (after the oracles), if ``|p_t / p_(t-j) - 1| > threshold``
+    for some ``j`` in ``1..window_steps`` (prices observed since the last pause), no
+    liquidation is allowed in steps ``t .. t + pause_steps - 1``; the window then starts
+    afresh. Accounts keep losing value during a pause, so bad debt can grow.
+
+    Attributes:
+        kind: ``"circuit_breaker"``.
+        threshold: Relative price move that trips the breaker.
+        window_steps: Steps the move is measured over.
+        pause_steps: Length of a pause.
+        pause_borrowing: Lending: also refuse borrows during a pause (Aave's reserve freeze).
+        asset: Lending: reserve whose oracle price is watched (empty: the first reserve priced
+            by an oracle).
+    """
+
+    kind: Literal["circuit_breaker"]
+    threshold: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 0.05
+    window_steps: int = Field(default=10, ge=1, le=100_000)
+    pause_steps: int = Field(default=10, ge=1, le=100_000)
+    pause_borrowing: bool = False
+    asset: str = ""
+
+
+LendingPolicyConfig = Annotated[
+    StaticPolicyConfig
+    | DynamicMarginPolicyConfig
+    | GradualPolicyConfig
+    | PredictivePolicyConfig
+    | CircuitBreakerPolicyConfig,
+    Field(discriminator="kind"),
+]
+#: Perp venues take the policies that change the requirement or pause the engine; gradual and
+#: predictive liquidation are lending-pool policies (see docs/policies.md).
+PerpPolicyConfig = Annotated[
+    StaticPolicyConfig | DynamicMarginPolicyConfig | CircuitBreakerPolicyConfig,
+    Field(discriminator="kind"),
+]
+
+
 class LendingConfig(_Frozen):
     """A lending pool (Aave v3 / Compound v2 semantics).
 
@@ -402,6 +579,9 @@ class LendingConfig(_Frozen):
         flash_loans: Whether the pool lends flash loans (Compound v2 does not).
         flash_loan_fee: Fee of a flash loan, relative to the amount (Aave v3: 0.0005).
         reserves: Reserves by asset symbol.
+        liquidation_policy: How the pool liquidates: ``{kind = "static"}`` (the rules above,
+            the default), ``"dynamic"``, ``"gradual"``, ``"predictive"`` or
+            ``"circuit_breaker"`` with their parameters (docs/policies.md).
     """
 
     kind: Literal["lending"]
@@ -411,6 +591,7 @@ class LendingConfig(_Frozen):
     flash_loans: bool = True
     flash_loan_fee: Annotated[float, Field(ge=0, lt=0.1)] = 0.0005
     reserves: dict[str, ReserveConfig]
+    liquidation_policy: LendingPolicyConfig = StaticPolicyConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -435,6 +616,33 @@ class LendingConfig(_Frozen):
         if not reserves:
             raise ValueError("a lending pool needs at least one reserve")
         return reserves
+
+    @model_validator(mode="after")
+    def _policy_fits(self) -> LendingConfig:
+        policy = self.liquidation_policy
+        asset = getattr(policy, "asset", "")
+        if asset and asset not in self.reserves:
+            raise ValueError(
+                f"liquidation_policy.asset must be one of the pool's reserves "
+                f"{sorted(self.reserves)}, got {asset!r}"
+            )
+        if policy.kind in ("dynamic", "predictive", "circuit_breaker") and not asset:
+            if not any(isinstance(r.price, str) for r in self.reserves.values()):
+                raise ValueError(
+                    f"liquidation_policy {policy.kind!r} watches a reserve priced by an oracle; "
+                    "this pool has none (every reserve has a fixed price)"
+                )
+        if isinstance(policy, DynamicMarginPolicyConfig):
+            for symbol, r in self.reserves.items():
+                lowest = r.liquidation_threshold / policy.min_multiplier
+                if lowest * (1 + r.liquidation_bonus) > 1 + 1e-12:
+                    raise ValueError(
+                        "liquidation_policy.min_multiplier must keep every liquidation threshold "
+                        "times (1 + bonus) <= 1 (as the reserve itself must be): reserve "
+                        f"{symbol} has {r.liquidation_threshold} / {policy.min_multiplier} * "
+                        f"{1 + r.liquidation_bonus} > 1"
+                    )
+        return self
 
 
 class AuctionConfig(_Frozen):
@@ -539,6 +747,9 @@ class PerpConfig(_Frozen):
             shortfall below it.
         adl: Auto-deleverage profitable opposite positions when the fund cannot pay.
         margin_mode: Default margin mode of accounts: ``cross`` or ``isolated``.
+        liquidation_policy: ``{kind = "static"}`` (the default), ``"dynamic"`` (the
+            maintenance margin scales with a volatility forecast of the mark price) or
+            ``"circuit_breaker"`` (the liquidation engine pauses); docs/policies.md.
     """
 
     kind: Literal["perp"]
@@ -554,6 +765,25 @@ class PerpConfig(_Frozen):
     insurance_fund: NonNegFloat = 1_000_000.0
     adl: bool = True
     margin_mode: Literal["cross", "isolated"] = "cross"
+    liquidation_policy: PerpPolicyConfig = StaticPolicyConfig()
+
+    @model_validator(mode="after")
+    def _policy_fits(self) -> PerpConfig:
+        policy = self.liquidation_policy
+        if getattr(policy, "asset", ""):
+            raise ValueError(
+                "liquidation_policy.asset is a lending-pool option; a perp venue watches the "
+                f"mark price of its first contract, got asset = {policy.asset!r}"
+            )
+        if isinstance(policy, DynamicMarginPolicyConfig):
+            for t in self.tiers:
+                if t.maintenance_rate * policy.max_multiplier >= 1 / t.max_leverage:
+                    raise ValueError(
+                        "liquidation_policy.max_multiplier must keep every tier's maintenance "
+                        "rate below its initial margin rate: "
+                        f"{t.maintenance_rate} * {policy.max_multiplier} >= 1/{t.max_leverage}"
+                    )
+        return self
 
     @field_validator("tiers")
     @classmethod
@@ -583,6 +813,7 @@ class PerpConfig(_Frozen):
 
 ProtocolConfig = Annotated[LendingConfig | CdpConfig | PerpConfig, Field(discriminator="kind")]
 _PROTOCOL_KINDS = ("lending", "cdp", "perp")
+_POLICY_KINDS = ("static", "dynamic", "gradual", "predictive", "circuit_breaker")
 
 
 # ------------------------------------------------------------------------------- network
@@ -1993,7 +2224,7 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
         if isinstance(ctx_error, _CrossFieldErrors):
             problems.extend(ctx_error.problems)
             continue
-        loc = tuple(err["loc"])
+        loc = _without_policy_tag(tuple(err["loc"]))
         if len(loc) > 2 and loc[0] == "protocols" and loc[2] in _PROTOCOL_KINDS:
             loc = loc[:2] + loc[3:]  # pydantic puts the union's tag in the path: drop it
         field = _loc_to_field(loc)
@@ -2022,7 +2253,7 @@ def _without_invalid_values(data: dict[str, Any], exc: ValidationError) -> dict[
     for err in exc.errors(include_url=False):
         if err["type"] == "missing":
             return None
-        loc = [part for part in err["loc"] if part not in _PROTOCOL_KINDS]
+        loc = [part for part in _without_policy_tag(err["loc"]) if part not in _PROTOCOL_KINDS]
         node: Any = repaired
         for part in loc[:-1]:
             try:
@@ -2038,6 +2269,15 @@ def _without_invalid_values(data: dict[str, Any], exc: ValidationError) -> dict[
     # Nothing could be dropped (e.g. a whole list item failed its own check): a second pass
     # would fail the same way forever.
     return repaired if removed else None
+
+
+def _without_policy_tag(loc: Any) -> tuple[Any, ...]:
+    """``loc`` without the tag pydantic adds after ``liquidation_policy`` (its union's kind)."""
+    out = tuple(loc)
+    for i in range(len(out) - 1):
+        if out[i] == "liquidation_policy" and out[i + 1] in _POLICY_KINDS:
+            return out[: i + 1] + out[i + 2 :]
+    return out
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

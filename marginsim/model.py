@@ -53,6 +53,7 @@ from marginsim.protocols.events import LIQUIDATION_COLUMNS, LiquidationPrices
 from marginsim.protocols.lending import RAY, LendingPool
 from marginsim.protocols.network import EdgeKind, ProtocolNetwork
 from marginsim.protocols.perp import PerpContract, PerpVenue
+from marginsim.protocols.policies import POLICY_EVENT_COLUMNS, make_policy
 from marginsim.protocols.view import ProtocolsView
 from marginsim.rng import RandomStreams, run_seed_sequence
 
@@ -340,6 +341,7 @@ class MarginModel(mesa.Model):
         }
         self.protocols_view = ProtocolsView(self.lending, self.cdps, self.perps, perp_bases)
         self._build_network()
+        self._attach_policies()
 
     def _build_network(self) -> None:
         """The protocol network, the claim-token prices and the contagion monitor.
@@ -379,6 +381,15 @@ class MarginModel(mesa.Model):
             self.bridges,
             debtrank_every=sc.network.debtrank_every,
         )
+
+    def _attach_policies(self) -> None:
+        """Liquidation policies of pools and venues (static: none; docs/policies.md)."""
+        seconds = self.scenario.run.step_seconds
+        for name, pool in self.lending.items():
+            cfg = pool.config.liquidation_policy
+            pool.attach_policy(make_policy(name, cfg, seconds), getattr(cfg, "asset", ""))
+        for name, venue in self.perps.items():
+            venue.attach_policy(make_policy(name, venue.config.liquidation_policy, seconds))
 
     def _endow(self, first: int, count: int, symbol: str, amount: float) -> None:
         """Mint ``amount`` of ``symbol`` to each of ``count`` holders from ``first``.
@@ -959,6 +970,11 @@ class MarginModel(mesa.Model):
         self.oracles.update_all(self.step_index, self.quotes)
         for venue in self.perps.values():
             venue.update_mark(self.step_index)
+        # Liquidation policies read this step's prices (no-op for static ones).
+        for pool in self.lending.values():
+            pool.update_policy(self.step_index)
+        for venue in self.perps.values():
+            venue.update_policy(self.step_index)
 
     def phase_accrual(self) -> None:
         """3. Lending interest, CDP stability fees and (when an interval ends) perp funding."""
@@ -1458,7 +1474,8 @@ class MarginModel(mesa.Model):
         closes, with the liquidation ``round`` of their step, 0-based), ``bad_debt``,
         ``liquidation_map`` (every ``metrics.liquidation_map_every`` steps, see
         :class:`~marginsim.metrics.LiquidationMapRecorder`),
-        ``flash_loans``, ``auctions``, ``holders``, with an oracle manipulator
+        ``flash_loans``, ``auctions``, ``holders``, with a non-static liquidation policy
+        ``policy_events`` (:meth:`policy_events`), with an oracle manipulator
         ``oracle_attacks`` (:data:`~marginsim.agents.manipulator.ATTACK_COLUMNS`) and with
         liquidation hunters ``hunter_attacks``. Holder ids in the other tables (buyer,
         seller, holder, account, liquidator) resolve to names through ``holders``
@@ -1511,7 +1528,9 @@ class MarginModel(mesa.Model):
             ),
         }
         tables |= self.network_tables()
-        # Adversaries' tables exist only in runs that have them.
+        # Liquidation policies' and adversaries' tables exist only in runs that have them.
+        if any(v.policy is not None for v in (*self.lending.values(), *self.perps.values())):
+            tables["policy_events"] = self.policy_events()
         if self.hunters:
             tables["hunter_attacks"] = _concat(
                 [h.attacks_frame() for h in self.hunters], HUNT_COLUMNS
@@ -1521,6 +1540,22 @@ class MarginModel(mesa.Model):
                 self.manipulator.rows, columns=list(ORACLE_ATTACK_COLUMNS)
             ).astype(ORACLE_ATTACK_COLUMNS)
         return tables
+
+    def policy_events(self) -> pd.DataFrame:
+        """The ``policy_events`` table: rows of every liquidation policy.
+
+        Columns: :data:`~marginsim.protocols.policies.POLICY_EVENT_COLUMNS`.
+
+        Empty (and typed) when every protocol uses the static rules.
+        """
+        rows = [
+            row
+            for venue in (*self.lending.values(), *self.perps.values())
+            if venue.policy is not None
+            for row in venue.policy.rows
+        ]
+        frame = pd.DataFrame(rows, columns=list(POLICY_EVENT_COLUMNS))
+        return frame.astype(POLICY_EVENT_COLUMNS)
 
 
 class _IndexRate:

@@ -222,13 +222,16 @@ def test_study_list_and_unknown_study(tmp_path):
 
     listed = CliRunner().invoke(cli, ["study", "--list"])
     assert listed.exit_code == 0
-    # One line per study, names padded to the longest ("contagion-window").
-    assert listed.output.startswith("amplification     How much")
-    assert [line.split()[0] for line in listed.output.splitlines()] == [
+    # One line per study: its name, padded to the longest name, then its description.
+    rows = {line.split()[0]: line for line in listed.output.splitlines()}
+    assert list(rows) == [
         "amplification",
         "contagion-window",
         "depeg-contagion",
+        "liquidation-designs",
     ]
+    assert rows["amplification"].split(None, 1)[1].startswith("How much")
+    assert rows["liquidation-designs"].split(None, 1)[1].startswith("Which liquidation policy")
     unknown = CliRunner().invoke(cli, ["study", "nope", "--out", str(tmp_path)])
     assert unknown.exit_code == 2
     assert "unknown study 'nope'; built-in studies: amplification" in unknown.output

@@ -84,6 +84,7 @@ import pandas as pd
 from marginsim.config import LendingConfig, RateModelConfig
 from marginsim.ledger import AssetSpec, Ledger
 from marginsim.protocols.events import LIQUIDATION_COLUMNS, AccountExposures, LiquidationPrices
+from marginsim.protocols.policies import LiquidationPolicy
 
 __all__ = [
     "RAY",
@@ -174,6 +175,7 @@ class Refusal(enum.StrEnum):
     FLASH_LOANS_DISABLED = "flash loans disabled"
     ACTION_FAILED = "action raised"
     NOT_REPAID = "not repaid"
+    POLICY = "refused by the liquidation policy"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,6 +325,7 @@ class PoolSnapshot:
     n_flash_loans: int
     n_bad_debt: int
     step: int
+    policy_state: dict[str, object] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -792,6 +795,9 @@ class LendingPool:
         self._scan_buffers: tuple[np.ndarray, ...] | None = None
         # Reserve index -> exchange rate of a claim token (see set_exchange_rate).
         self._exchange_rates: dict[int, Callable[[], Fraction | int]] = {}
+        #: Liquidation policy (None: the static rules; see :meth:`attach_policy`).
+        self.policy: LiquidationPolicy | None = None
+        self._policy_reserve: ReserveInfo | None = None
 
         self._supply_genesis()
 
@@ -1238,6 +1244,8 @@ class LendingPool:
 
         if not res.borrowable:
             return refuse(Refusal.NOT_BORROWABLE, f"borrow: {symbol} is not borrowable")
+        if self.policy is not None and self.policy.blocks_borrowing(self.step):
+            return refuse(Refusal.POLICY, "borrow: borrowing is paused by the circuit breaker")
         available = self.available_units(symbol)
         if amount > available:
             return refuse(
@@ -1614,7 +1622,10 @@ class LendingPool:
         """
         ids = self._accounts[: self._n_accounts]
         hf, debt, coll, big_debt, big_coll = self._scan(ids, reuse=True)
-        pick = np.flatnonzero(hf < 1.0)
+        flagged = hf < 1.0
+        if self.policy is not None:
+            flagged = self.policy.liquidatable_mask(self.step, ids, hf, flagged)
+        pick = np.flatnonzero(flagged)
         big_d = big_debt[pick]
         big_c = big_coll[pick]
         return LiquidatableAccounts(
@@ -1804,18 +1815,27 @@ class LendingPool:
             return refuse(Refusal.NO_PRICE, f"no price for {missing}")
         hf = values.health_factor
         assert hf is not None  # the account has debt
-        if hf >= 1:
+        owed = _ceil_div(debt[rd.index] * ib, RAY)
+        terms = None
+        if self.policy is not None:  # docs/policies.md: the policy may refuse, cap or re-price
+            terms = self.policy.terms(self.step, acc, hf, rd.symbol, owed, rc.liquidation_bonus)
+            if terms.refusal is not None:
+                return refuse(Refusal.POLICY, terms.refusal, float(hf))
+        if hf >= 1 and (terms is None or not terms.early):
             return refuse(Refusal.HEALTHY, f"health factor {float(hf):.12g} >= 1", float(hf))
 
-        owed = _ceil_div(debt[rd.index] * ib, RAY)
         full_close = self._full_close_below > 0 and hf < self._full_close_below
         close_factor = Fraction(1) if full_close else self._close_factor
         max_repay = min(owed, _ceil(owed * close_factor))
+        if terms is not None and terms.max_repay_units is not None:
+            max_repay = min(max_repay, terms.max_repay_units)
         repay = min(int(repay_amount), max_repay)
         p_debt = self._price_exact(rd)
         p_coll = self._price_exact(rc)
         assert p_debt is not None and p_coll is not None  # checked by _values
         bonus = rc.liquidation_bonus
+        if terms is not None and terms.bonus is not None:
+            bonus = terms.bonus
         # Collateral units per unit of debt repaid, bonus included.
         per_unit = p_debt * rc.unit * (1 + bonus) / (p_coll * rd.unit)
         seize = _floor(repay * per_unit)
@@ -1862,6 +1882,9 @@ class LendingPool:
         if scaled_to_treasury:
             ledger.transfer(acc, self.treasury_holder, rc.receipt, scaled_to_treasury)
 
+        if terms is not None:
+            assert self.policy is not None
+            self.policy.record(self.step, acc, rd.symbol, repay, terms.early)
         bad_debt = 0
         if self._no_collateral_left(acc):
             bad_debt = self._write_off(acc).get(rd.index, 0)
@@ -2093,6 +2116,7 @@ class LendingPool:
             n_flash_loans=len(self._flash_loans),
             n_bad_debt=len(self._bad_debt_rows),
             step=self.step,
+            policy_state=None if self.policy is None else self.policy.snapshot_state(),
         )
 
     def restore(self, snap: PoolSnapshot) -> None:
@@ -2107,6 +2131,64 @@ class LendingPool:
         del self._flash_loans[snap.n_flash_loans :]
         del self._bad_debt_rows[snap.n_bad_debt :]
         self.step = snap.step
+        if self.policy is not None and snap.policy_state is not None:
+            self.policy.restore_state(snap.policy_state)
+
+    # ------------------------------------------------------------------------------- policy
+    def attach_policy(self, policy: LiquidationPolicy | None, asset: str = "") -> None:
+        """Use ``policy`` for liquidations (``None``: the static rules); see docs/policies.md.
+
+        Args:
+            policy: The policy (:func:`marginsim.protocols.policies.make_policy`).
+            asset: Reserve whose oracle price the policy watches; empty: the first reserve
+                priced by an oracle (or the first reserve).
+
+        Raises:
+            KeyError: If the pool has no reserve ``asset``.
+        """
+        self.policy = policy
+        if asset:
+            self._policy_reserve = self._by_symbol[asset]
+        else:
+            priced = [r for r in self.reserves if isinstance(r.price_ref, str)]
+            self._policy_reserve = (priced or list(self.reserves))[0]
+
+    def update_policy(self, step: int) -> None:
+        """Phase 2 hook: the policy observes the watched price; a new requirement is applied.
+
+        A no-op without a policy. With dynamic margin, every reserve's liquidation threshold
+        becomes ``configured / m`` (and its LTV, with ``adjust_ltv``), ``m`` the policy's
+        requirement multiplier.
+        """
+        policy = self.policy
+        if policy is None:
+            return
+        assert self._policy_reserve is not None
+        ids = hf = None
+        if policy.needs_health:
+            ids = self._accounts[: self._n_accounts].copy()
+            hf = self.health_factors()
+        before = policy.requirement_scale
+        policy.observe(step, self._price(self._policy_reserve), ids, hf)
+        if policy.requirement_scale != before:
+            self._scale_requirement(policy.requirement_scale)
+
+    def _scale_requirement(self, m: float) -> None:
+        adjust_ltv = bool(getattr(getattr(self.policy, "config", None), "adjust_ltv", False))
+        reserves = []
+        for res in self.reserves:
+            cfg = self.config.reserves[res.symbol]
+            changes = {"liquidation_threshold": _exact(cfg.liquidation_threshold / m)}
+            if adjust_ltv:
+                changes["ltv"] = _exact(cfg.ltv / m)
+            reserves.append(dataclasses.replace(res, **changes))
+        self.reserves = tuple(reserves)
+        self._by_symbol = {res.symbol: res for res in self.reserves}
+        if self._policy_reserve is not None:
+            self._policy_reserve = self._by_symbol[self._policy_reserve.symbol]
+        self._threshold = np.array(
+            [float(r.liquidation_threshold) for r in self.reserves], dtype=np.float64
+        )
 
     # ------------------------------------------------------------------------------- outputs
     def metrics(self) -> dict[str, float]:

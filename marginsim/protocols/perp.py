@@ -156,6 +156,7 @@ from marginsim.ledger import Ledger
 from marginsim.market.engine import MAX_PRICE_TICKS, BookSpec, OrderKind
 from marginsim.protocols.events import LIQUIDATION_COLUMNS, AccountExposures, LiquidationPrices
 from marginsim.protocols.lending import PriceFeed
+from marginsim.protocols.policies import LiquidationPolicy
 
 __all__ = [
     "LiquidatablePositions",
@@ -935,6 +936,8 @@ class PerpVenue:
         self._rates = np.array(self.tiers.rates, dtype=np.float64)
         self._amounts = np.array(self.tiers.amounts, dtype=np.float64) * u
         self._inv_max_lev = 1.0 / np.array(self.tiers.max_leverage, dtype=np.float64)
+        #: Liquidation policy (None: the static rules; see :meth:`attach_policy`).
+        self.policy: LiquidationPolicy | None = None
 
         self.margin_holder = ledger.add_holder(f"{name}:margin")
         self.insurance_holder = ledger.add_holder(f"{name}:insurance")
@@ -2079,6 +2082,8 @@ class PerpVenue:
             step: The step being run (stored as :attr:`step`).
         """
         self.step = int(step)
+        if self.policy is not None and self.policy.paused(self.step):
+            return self._liquidation_orders_none()
         found = self.liquidatable()
         taken: list[int] = []
         last = -1
@@ -2093,6 +2098,40 @@ class PerpVenue:
                 taken.append(holder)
                 last = holder
         return self._liquidation_orders(np.array(taken, dtype=_I64))
+
+    def _liquidation_orders_none(self) -> LiquidationOrders:
+        empty = np.zeros(0, dtype=_I64)
+        return LiquidationOrders(empty, empty, empty, empty, empty, empty, empty)
+
+    # ------------------------------------------------------------------------------- policy
+    def attach_policy(self, policy: LiquidationPolicy | None) -> None:
+        """Use ``policy`` (``None``: the static rules); it watches the first contract's mark."""
+        self.policy = policy
+
+    def update_policy(self, step: int) -> None:
+        """Phase 2 hook (after :meth:`update_mark`): the policy observes the mark price.
+
+        With dynamic margin the maintenance margin of every tier (rate and amount) is
+        multiplied by the policy's requirement multiplier ``m``: ``mm = m * (notional *
+        rate - amount)``. Initial margin rates do not change (the config keeps ``m * rate``
+        below them). A no-op without a policy.
+        """
+        policy = self.policy
+        if policy is None:
+            return
+        mark = float(self._mark[0]) if len(self._mark) else math.nan
+        before = policy.requirement_scale
+        policy.observe(step, None if math.isnan(mark) else mark)
+        m = policy.requirement_scale
+        if m != before:
+            base = MarginTiers.from_config(self.config.tiers)
+            self.tiers = dataclasses.replace(
+                base,
+                rates=tuple(r * m for r in base.rates),
+                amounts=tuple(x * m for x in base.amounts),
+            )
+            self._rates = np.array(self.tiers.rates, dtype=np.float64)
+            self._amounts = np.array(self.tiers.amounts, dtype=np.float64) * float(self.unit)
 
     def _take_over(self, a: int, ks: list[int], margin: int) -> None:
         """Move positions of account row ``a`` and their margin to the liquidation engine."""

@@ -81,6 +81,18 @@ _STUDIES: tuple[Study, ...] = (
         ),
         target="marginsim.experiments.studies.contagion:depeg_contagion_study",
     ),
+    Study(
+        name="liquidation-designs",
+        description=(
+            "Which liquidation policy protects a protocol best: static, dynamic margin, "
+            "gradual (TWAP and Dutch), predictive and circuit breaker on `crash`, "
+            "`liquidation_hunt` and `depeg` with replicates, compared on bad debt, "
+            "liquidation volume, accounts liquidated, drawdown, cascade length, the hunter's "
+            "profit and protocol revenue (one table and figure per measure), plus a sweep "
+            "of each policy's main parameter (report.md; docs/policies.md)."
+        ),
+        target="marginsim.experiments.studies.liquidation_designs:liquidation_designs_study",
+    ),
 )
 
 
