@@ -261,7 +261,8 @@ def study_command(
 
 
 @cli.command("sweep")
-@click.argument("spec_file", metavar="SWEEP.toml")
+@click.argument("spec_file", metavar="SWEEP", required=False)
+@click.option("--list", "list_only", is_flag=True, help="List the example sweeps and exit.")
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
@@ -293,20 +294,35 @@ def study_command(
     help="Write the sweep report (figures and report.html) at the end.",
 )
 def sweep_command(
-    spec_file: str,
+    spec_file: str | None,
+    list_only: bool,
     workers: int | None,
     scheduler: str | None,
     out_dir: str,
     progress: bool | None,
     report: bool,
 ) -> None:
-    """Run the sweep SWEEP.toml; running it again computes only the missing runs.
+    """Run the sweep SWEEP (a TOML file or an example's name, see --list).
+
+    Running the same sweep again computes only the missing runs.
 
     Exit 0 when every run succeeded, 1 when some failed (their tracebacks are in
     OUT/<name>/failures/), 2 for a bad sweep file, 130 when interrupted.
     """
     from marginsim.experiments.executors import DaskUnavailableError, make_executor
-    from marginsim.experiments.sweep import SweepError, load_sweep, plan_sweep, run_sweep
+    from marginsim.experiments.sweep import (
+        SweepError,
+        builtin_sweeps,
+        load_sweep,
+        plan_sweep,
+        run_sweep,
+    )
+
+    if list_only or spec_file is None:
+        for sweep_name, path in builtin_sweeps().items():
+            description = load_sweep(path).description
+            click.echo(f"{sweep_name:<14} {description}  ({path})")
+        return
 
     try:
         spec = load_sweep(spec_file)

@@ -258,10 +258,20 @@ def _validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
     return problems
 
 
+def builtin_sweeps() -> dict[str, Path]:
+    """The example sweeps shipped with the package (``marginsim/experiments/sweeps``), by name.
+
+    The name is the file's stem; ``marginsim sweep NAME`` and :func:`load_sweep` accept it
+    wherever no file of that name exists.
+    """
+    folder = Path(__file__).with_name("sweeps")
+    return {p.stem: p for p in sorted(folder.glob("*.toml"))}
+
+
 def load_sweep(
     source: str | Path | Mapping[str, Any], *, base_dir: Path | None = None
 ) -> SweepSpec:
-    """Read and validate a sweep spec (a TOML file or a dict).
+    """Read and validate a sweep spec (a TOML file, a built-in sweep's name, or a dict).
 
     A relative ``base`` that names a file is made absolute against the sweep file's folder
     (or ``base_dir``), so the resolved spec runs from anywhere.
@@ -274,11 +284,17 @@ def load_sweep(
         data = dict(source)
     else:
         path = Path(source)
+        shipped = builtin_sweeps()
+        if not path.exists() and str(source) in shipped:
+            path = shipped[str(source)]
         where = str(path)
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
-            raise SweepError([("<file>", f"cannot read {path}: {exc.strerror}")], where) from None
+            hint = f" (built-in sweeps: {', '.join(shipped)})" if not path.exists() else ""
+            raise SweepError(
+                [("<file>", f"cannot read {path}: {exc.strerror}{hint}")], where
+            ) from None
         except tomllib.TOMLDecodeError as exc:
             raise SweepError([("<toml>", f"not valid TOML: {exc}")], where) from None
         base_dir = path.resolve().parent if base_dir is None else base_dir

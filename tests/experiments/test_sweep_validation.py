@@ -134,3 +134,16 @@ def test_run_spawn_key_is_validated_and_named(key):
     assert info.value.problems == [
         ("run.spawn_key", f"must be at most 8 integers in [0, 2**32); got {key}")
     ]
+
+
+def test_builtin_sweeps_load_by_name_and_unknown_names_list_them(tmp_path, monkeypatch):
+    from marginsim.experiments.sweep import builtin_sweeps, load_sweep
+
+    monkeypatch.chdir(tmp_path)  # no file called "quick" here
+    assert sorted(builtin_sweeps()) == ["lending_sobol", "quick"]
+    spec = load_sweep("quick")
+    assert spec.name == "quick" and spec.replicates == 2 and spec.base == "default"
+    with pytest.raises(SweepError) as err:
+        load_sweep("nosuch")
+    assert "cannot read nosuch: No such file or directory" in str(err.value)
+    assert "(built-in sweeps: lending_sobol, quick)" in str(err.value)
