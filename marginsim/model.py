@@ -392,7 +392,16 @@ class MarginModel(mesa.Model):
             self.perps,
             self.bridges,
             debtrank_every=sc.network.debtrank_every,
+            # The unbacked wrapped supply is valued at the underlying's price: the index
+            # when the bridge locks the exogenous asset.
+            underlying_prices={
+                b.name: self._index_now for b in sc.network.bridges if b.asset == sc.exogenous.asset
+            },
         )
+
+    def _index_now(self) -> float:
+        """The exogenous index price now (read-only)."""
+        return float(self.view.index_price)
 
     def _attach_policies(self) -> None:
         """Liquidation policies of pools and venues (static: none; docs/policies.md)."""

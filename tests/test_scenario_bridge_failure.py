@@ -78,6 +78,10 @@ def test_bridge_failure_is_recorded_in_the_network(result):
     fail = ev[ev["event"] == "failure"]
     # floor(0.75 x 5,000 wWETH locked) in 9-decimal units.
     assert fail["amount"].tolist() == [3_750 * 10**9]
+    # Its bad debt is the unbacked wrapped supply at the underlying's price (the WETH index
+    # here, no pool prices wWETH at WETH x backing): 5,000 x (1 - 1/4) = 3,750 wWETH.
+    final_index = result.metrics["index_price"].iloc[-1]
+    assert nodes.loc["portal", "bad_debt"] == pytest.approx(3_750 * final_index, rel=1e-12)
     edges = result.events["network_edges"]
     kinds = set(zip(edges["source"], edges["target"], edges["kind"], strict=True))
     assert ("wlend", "portal", "collateral") in kinds  # holds the wrapped asset
