@@ -1876,6 +1876,7 @@ class Scenario(_Frozen):
                             f"({decimals[bridge.asset]}), got {decimals[bridge.wrapped]}",
                         )
                     )
+        problems.extend(self._wrapped_market_problems(bridge_names))
         for k, shock in enumerate(self.shocks):
             if shock.kind == "bridge_failure" and shock.bridge not in bridge_names:
                 problems.append(
@@ -1901,6 +1902,39 @@ class Scenario(_Frozen):
         if problems:
             raise _CrossFieldErrors(problems)
         return self
+
+    def _wrapped_market_problems(self, bridge_names: list[str]) -> list[tuple[str, str]]:
+        """The wrapped book's makers and the wrapped asset's sellers name what exists."""
+        problems: list[tuple[str, str]] = []
+        spot = {i.id: i for i in self.instruments if i.kind == "spot"}
+        wm = self.agents.wrapped_makers
+        if wm.count and wm.instrument is None:
+            problems.append(("agents.wrapped_makers.instrument", "required when count > 0"))
+        elif wm.instrument is not None and wm.instrument not in spot:
+            problems.append(
+                (
+                    "agents.wrapped_makers.instrument",
+                    f"unknown spot instrument {wm.instrument!r}; have {sorted(spot)}",
+                )
+            )
+        ws = self.agents.wrapped_sellers
+        if not ws.count:
+            return problems
+        f = "agents.wrapped_sellers"
+        bridge = next((b for b in self.network.bridges if b.name == ws.bridge), None)
+        if bridge is None:
+            problems.append((f"{f}.bridge", f"no bridge {ws.bridge!r}; bridges are {bridge_names}"))
+            return problems
+        for field, base in (
+            ("instrument", bridge.wrapped),
+            ("underlying_instrument", bridge.asset),
+        ):
+            chosen = getattr(ws, field)
+            if chosen is None and not any(i.base == base for i in spot.values()):
+                problems.append((f"{f}.{field}", f"no spot book of {base}"))
+            if chosen is not None and (chosen not in spot or spot[chosen].base != base):
+                problems.append((f"{f}.{field}", f"needs a spot book of {base}, got {chosen!r}"))
+        return problems
 
     def _arbitrageur_problems(self) -> list[tuple[str, str]]:
         """Arbitrageurs need a known AMM pool and a spot book of the same pair."""

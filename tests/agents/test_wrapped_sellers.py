@@ -107,21 +107,49 @@ def test_act_sells_a_share_of_the_wallet_at_market():
     assert s.stream.bit_generator.state["state"]["state"] != state
 
 
-def test_unknown_bridge_is_refused():
-    sc = load_scenario("bridge_failure").with_overrides({"agents.wrapped_sellers.bridge": "nope"})
-    with pytest.raises(ScenarioError, match="no bridge 'nope'"):
-        MarginModel(sc)
+def test_unknown_bridge_is_refused_at_construction():
+    with pytest.raises(ScenarioError, match="agents.wrapped_sellers.bridge: no bridge 'nope'"):
+        load_scenario("bridge_failure").with_overrides({"agents.wrapped_sellers.bridge": "nope"})
 
 
 def test_sellers_need_a_book_of_the_wrapped_asset():
-    sc = load_scenario("bridge_failure").with_overrides(
-        {"agents.wrapped_sellers.instrument": "WETH-USDC"}
+    with pytest.raises(
+        ScenarioError,
+        match="agents.wrapped_sellers.instrument: needs a spot book of wWETH, got 'WETH-USDC'",
+    ):
+        load_scenario("bridge_failure").with_overrides(
+            {"agents.wrapped_sellers.instrument": "WETH-USDC"}
+        )
+    with pytest.raises(ScenarioError, match="underlying_instrument: needs a spot book of WETH"):
+        load_scenario("bridge_failure").with_overrides(
+            {"agents.wrapped_sellers.underlying_instrument": "wWETH-USDC"}
+        )
+
+
+def test_wrapped_makers_need_a_known_instrument():
+    with pytest.raises(
+        ScenarioError, match="agents.wrapped_makers.instrument: required when count > 0"
+    ):
+        load_scenario("bridge_failure").with_overrides({"agents.wrapped_makers.instrument": None})
+    with pytest.raises(ScenarioError, match="unknown spot instrument 'X-USDC'"):
+        load_scenario("bridge_failure").with_overrides(
+            {"agents.wrapped_makers.instrument": "X-USDC"}
+        )
+
+
+def test_cli_reports_a_bad_wrapped_sellers_option_with_exit_2(tmp_path):
+    from click.testing import CliRunner
+
+    from marginsim.__main__ import cli
+
+    text = (
+        load_scenario("bridge_failure")
+        .with_overrides({"agents.wrapped_sellers.sell_share": 1.0})
+        .to_toml()
+        .replace("sell_share = 1.0", "sell_share = 1.5")
     )
-    with pytest.raises(ScenarioError, match="does not trade"):
-        MarginModel(sc)
-
-
-def test_wrapped_makers_need_an_instrument():
-    sc = load_scenario("bridge_failure").with_overrides({"agents.wrapped_makers.instrument": None})
-    with pytest.raises(ScenarioError, match="required when count > 0"):
-        MarginModel(sc)
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    result = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "agents.wrapped_sellers.sell_share" in result.output
