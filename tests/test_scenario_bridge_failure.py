@@ -114,3 +114,13 @@ def test_reserve_priced_by_the_underlying_oracle_keeps_the_backing_factor():
     index = m.oracles.price("chainlink_eth")
     assert index is not None
     assert m.lending["corelend"].reserve_price("wWETH") == pytest.approx(index / 4, rel=1e-12)
+
+
+def test_same_seed_same_outputs(result):
+    import pandas as pd
+
+    again = run(load_scenario("bridge_failure"))
+    pd.testing.assert_frame_equal(result.metrics, again.metrics)
+    for table in ("trades", "liquidations", "bridge_events", "network_nodes"):
+        pd.testing.assert_frame_equal(result.events[table], again.events[table])
+    assert result.summary == again.summary
