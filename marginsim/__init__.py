@@ -14,18 +14,36 @@ from typing import TYPE_CHECKING, Any
 
 from marginsim.config import Scenario, ScenarioError
 
-__all__ = ["RunResult", "Scenario", "ScenarioError", "load_scenario", "run", "write_run"]
+__all__ = [
+    "RunResult",
+    "Scenario",
+    "ScenarioError",
+    "build_report",
+    "load_scenario",
+    "load_sweep",
+    "open_results",
+    "run",
+    "run_sweep",
+    "write_run",
+]
 
 if TYPE_CHECKING:
+    from marginsim.experiments.query import open_results
+    from marginsim.experiments.report import build_report
     from marginsim.experiments.runner import RunResult, run
     from marginsim.experiments.scenarios import load_scenario
     from marginsim.experiments.store import write_run
+    from marginsim.experiments.sweep import load_sweep, run_sweep
 
 _LAZY = {
     "RunResult": "marginsim.experiments.runner",
     "run": "marginsim.experiments.runner",
     "load_scenario": "marginsim.experiments.scenarios",
     "write_run": "marginsim.experiments.store",
+    "load_sweep": "marginsim.experiments.sweep",
+    "run_sweep": "marginsim.experiments.sweep",
+    "open_results": "marginsim.experiments.query",
+    "build_report": "marginsim.experiments.report",
 }
 
 

@@ -79,6 +79,7 @@ __all__ = [
     "ScenarioError",
     "ShockConfig",
     "StablecoinSellersConfig",
+    "WrappedSellersConfig",
     "ThinBookMakerConfig",
     "parse_override_value",
 ]
@@ -1530,6 +1531,42 @@ class StablecoinSellersConfig(_Frozen):
     sell_share: Annotated[float, Field(gt=0, le=1)] = 0.25
 
 
+class WrappedSellersConfig(_Frozen):
+    """Holders of a bridge's wrapped asset who sell it while it trades above its backing.
+
+    Each step every account, with probability ``order_probability``, compares the wrapped
+    book's best bid with what one wrapped unit is backed by: ``underlying mid x backing``
+    (the bridge's proof of reserve, read-only). When the bid exceeds that value by more than
+    ``min_edge`` it sends one market sell of ``sell_share`` of its wrapped wallet (whole lots).
+    While the bridge is whole (backing 1) this only caps a premium; after a
+    ``bridge_failure`` the wrapped asset is worth less than the underlying and they sell until
+    the book's bid has fallen to the backing value, so the discount comes from order flow.
+
+    Attributes:
+        count: Number of accounts.
+        bridge: Name of the bridge (``network.bridges``) whose wrapped asset they hold.
+        instrument: Book of the wrapped asset (default: the first spot book of it).
+        underlying_instrument: Book of the bridge's locked asset against the same quote whose
+            mid values the backing (default: the first such spot book).
+        capital_base: Wrapped asset each account starts with, human units (bridged before
+            step 0).
+        capital_quote: Quote each account starts with, human units.
+        order_probability: Chance that one account looks at the books in a step.
+        sell_share: Share of its wrapped asset an account sells in one order.
+        min_edge: Least relative premium of the bid over the backing value to sell.
+    """
+
+    count: int = Field(default=0, ge=0, le=10_000_000)
+    bridge: str = ""
+    instrument: str | None = None
+    underlying_instrument: str | None = None
+    capital_base: NonNegFloat = 10.0
+    capital_quote: NonNegFloat = 0.0
+    order_probability: Annotated[float, Field(gt=0, le=1)] = 0.1
+    sell_share: Annotated[float, Field(gt=0, le=1)] = 0.25
+    min_edge: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+
 class AgentsConfig(_Frozen):
     """The agents of a run: populations and individuals, by kind."""
 
@@ -1548,6 +1585,10 @@ class AgentsConfig(_Frozen):
     hedgers: HedgersConfig = HedgersConfig()
     basis_arbitrageurs: BasisArbitrageursConfig = BasisArbitrageursConfig()
     stablecoin_sellers: StablecoinSellersConfig = StablecoinSellersConfig()
+    #: Market makers of a second book (the wrapped asset's): the ``market_makers`` rules,
+    #: ``instrument`` required, fair value from the exogenous index and that book.
+    wrapped_makers: MarketMakersConfig = MarketMakersConfig()
+    wrapped_sellers: WrappedSellersConfig = WrappedSellersConfig()
 
 
 # ------------------------------------------------------------------------------- accounts
@@ -1835,6 +1876,7 @@ class Scenario(_Frozen):
                             f"({decimals[bridge.asset]}), got {decimals[bridge.wrapped]}",
                         )
                     )
+        problems.extend(self._wrapped_market_problems(bridge_names))
         for k, shock in enumerate(self.shocks):
             if shock.kind == "bridge_failure" and shock.bridge not in bridge_names:
                 problems.append(
@@ -1860,6 +1902,39 @@ class Scenario(_Frozen):
         if problems:
             raise _CrossFieldErrors(problems)
         return self
+
+    def _wrapped_market_problems(self, bridge_names: list[str]) -> list[tuple[str, str]]:
+        """The wrapped book's makers and the wrapped asset's sellers name what exists."""
+        problems: list[tuple[str, str]] = []
+        spot = {i.id: i for i in self.instruments if i.kind == "spot"}
+        wm = self.agents.wrapped_makers
+        if wm.count and wm.instrument is None:
+            problems.append(("agents.wrapped_makers.instrument", "required when count > 0"))
+        elif wm.instrument is not None and wm.instrument not in spot:
+            problems.append(
+                (
+                    "agents.wrapped_makers.instrument",
+                    f"unknown spot instrument {wm.instrument!r}; have {sorted(spot)}",
+                )
+            )
+        ws = self.agents.wrapped_sellers
+        if not ws.count:
+            return problems
+        f = "agents.wrapped_sellers"
+        bridge = next((b for b in self.network.bridges if b.name == ws.bridge), None)
+        if bridge is None:
+            problems.append((f"{f}.bridge", f"no bridge {ws.bridge!r}; bridges are {bridge_names}"))
+            return problems
+        for field, base in (
+            ("instrument", bridge.wrapped),
+            ("underlying_instrument", bridge.asset),
+        ):
+            chosen = getattr(ws, field)
+            if chosen is None and not any(i.base == base for i in spot.values()):
+                problems.append((f"{f}.{field}", f"no spot book of {base}"))
+            if chosen is not None and (chosen not in spot or spot[chosen].base != base):
+                problems.append((f"{f}.{field}", f"needs a spot book of {base}, got {chosen!r}"))
+        return problems
 
     def _arbitrageur_problems(self) -> list[tuple[str, str]]:
         """Arbitrageurs need a known AMM pool and a spot book of the same pair."""

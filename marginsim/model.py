@@ -31,6 +31,7 @@ from marginsim.agents.market_maker import MarketMaker, PerpMarketMaker
 from marginsim.agents.noise import NoiseTraders
 from marginsim.agents.perp_traders import PerpTraders
 from marginsim.agents.stablecoin_sellers import StablecoinSellers
+from marginsim.agents.wrapped_sellers import WrappedSellers
 from marginsim.config import (
     CdpConfig,
     LendingConfig,
@@ -46,7 +47,7 @@ from marginsim.market.exogenous import apply_fundamental_jumps, make_driver
 from marginsim.market.oracle import OracleSet, make_oracle
 from marginsim.market.view import MarketView
 from marginsim.metrics import LiquidationMapRecorder, LiquidationRounds, MetricsRecorder
-from marginsim.protocols.bridge import BRIDGE_COLUMNS, Bridge
+from marginsim.protocols.bridge import BRIDGE_COLUMNS, Bridge, wrapped_market_oracles
 from marginsim.protocols.cdp import AUCTION_COLUMNS, CdpProtocol
 from marginsim.protocols.contagion import ContagionMonitor
 from marginsim.protocols.events import LIQUIDATION_COLUMNS, LiquidationPrices
@@ -297,10 +298,15 @@ class MarginModel(mesa.Model):
         bases = {i.id: i.base for i in sc.instruments} | {p.id: p.base for p in sc.amms}
         tb = sc.agents.thin_book_maker
         thin_book = sc.instrument(tb.instrument).id if tb.count else None
+        # A wrapped asset of the index asset is fully backed before step 0: it opens at the
+        # index like the underlying's own books.
+        index_like = {index_asset} | {
+            b.wrapped for b in sc.network.bridges if b.asset == index_asset
+        }
         out: dict[str, float | None] = {}
         for name, cfg in sc.oracles.items():
             sources = cfg.sources if cfg.kind == "median" else [cfg.source]
-            prices_index = all(s == "index" or bases.get(s) == index_asset for s in sources)
+            prices_index = all(s == "index" or bases.get(s) in index_like for s in sources)
             out[name] = float(self.index_path[0]) if prices_index else None
             if not prices_index and thin_book is not None and set(sources) == {thin_book}:
                 # A book quoted only around a fixed fair value opens at that value.
@@ -353,6 +359,7 @@ class MarginModel(mesa.Model):
         """
         sc = self.scenario
         receipts = sc.receipt_tokens()
+        market_oracles = wrapped_market_oracles(sc)
         wrapped = {
             b.wrapped: bridge
             for b, bridge in zip(sc.network.bridges, self.bridges.values(), strict=True)
@@ -369,7 +376,12 @@ class MarginModel(mesa.Model):
                 if symbol in receipts:
                     issuer = self.lending[receipts[symbol][0]]
                     pool.set_exchange_rate(symbol, _IndexRate(issuer, receipts[symbol][1]))
-                elif symbol in wrapped:
+                elif (
+                    symbol in wrapped
+                    and market_oracles.get(str(pool.config.reserves[symbol].price)) != symbol
+                ):
+                    # Priced by the underlying's oracle: times the proof of reserve. One that
+                    # reads the wrapped asset's own book sees the discount through trading.
                     pool.set_exchange_rate(symbol, wrapped[symbol].backing)
         self.network = ProtocolNetwork.from_scenario(sc)
         self.contagion = ContagionMonitor(
@@ -380,7 +392,16 @@ class MarginModel(mesa.Model):
             self.perps,
             self.bridges,
             debtrank_every=sc.network.debtrank_every,
+            # The unbacked wrapped supply is valued at the underlying's price: the index
+            # when the bridge locks the exogenous asset.
+            underlying_prices={
+                b.name: self._index_now for b in sc.network.bridges if b.asset == sc.exogenous.asset
+            },
         )
+
+    def _index_now(self) -> float:
+        """The exogenous index price now (read-only)."""
+        return float(self.view.index_price)
 
     def _attach_policies(self) -> None:
         """Liquidation policies of pools and venues (static: none; docs/policies.md)."""
@@ -496,6 +517,7 @@ class MarginModel(mesa.Model):
         self._build_hunter()
         self._build_hedgers()
         self._build_stablecoin_sellers()
+        self._build_wrapped_market()
         self._build_basis_arbitrageurs()
 
     def _build_basis_arbitrageurs(self) -> None:
@@ -799,6 +821,103 @@ class MarginModel(mesa.Model):
                 cdp.stable_asset,
                 self.protocols_view,
                 self.streams.get("population:stablecoin_sellers"),
+            )
+        )
+
+    def _build_wrapped_market(self) -> None:
+        """The wrapped asset's book: its makers (``wrapped_maker[k]``) and sellers.
+
+        The makers join the market makers (they quote before the traders); the sellers are
+        a population among the traders (shuffled activation, orders only).
+        """
+        sc, ledger = self.scenario, self.ledger
+        wm = sc.agents.wrapped_makers
+        if wm.count:
+            if wm.instrument is None:
+                raise ScenarioError(
+                    [("agents.wrapped_makers.instrument", "required when count > 0")], "agents"
+                )
+            ins_cfg = sc.instrument(wm.instrument)
+            ins = self.instrument_index[ins_cfg.id]
+            spec = self.engine.specs[ins]
+            for k in range(wm.count):
+                holder = ledger.add_holder(f"wrapped_maker[{k}]")
+                self._endow(holder, 1, ins_cfg.base, wm.capital_base)
+                self._endow(holder, 1, ins_cfg.quote, wm.capital_quote)
+                self.market_makers.append(
+                    MarketMaker(
+                        self,
+                        wm,
+                        holder,
+                        ins,
+                        spec.base_asset,
+                        spec.quote_asset,
+                        self.calm_volatility,
+                    )
+                )
+        cfg = sc.agents.wrapped_sellers
+        if not cfg.count:
+            return
+        where = "agents.wrapped_sellers"
+        if cfg.bridge not in self.bridges:
+            raise ScenarioError(
+                [
+                    (
+                        f"{where}.bridge",
+                        f"no bridge {cfg.bridge!r}; bridges are {sorted(self.bridges)}",
+                    )
+                ],
+                where,
+            )
+        bridge = self.bridges[cfg.bridge]
+
+        def book(field: str, base: int, ins_id: str | None, quote: int | None) -> int:
+            if ins_id is not None:
+                ins = self.instrument_index[sc.instrument(ins_id).id]
+            else:
+                found = next(
+                    (
+                        k
+                        for k, spec in enumerate(self.engine.specs)
+                        if spec.kind == "spot"
+                        and spec.base_asset == base
+                        and quote in (None, spec.quote_asset)
+                    ),
+                    None,
+                )
+                if found is None:
+                    symbol = ledger.assets[base].symbol
+                    raise ScenarioError([(f"{where}.{field}", f"no spot book of {symbol}")], where)
+                ins = found
+            spec = self.engine.specs[ins]
+            if spec.base_asset != base or quote not in (None, spec.quote_asset):
+                raise ScenarioError(
+                    [
+                        (
+                            f"{where}.{field}",
+                            "the book does not trade this asset against the wrapped book's quote",
+                        )
+                    ],
+                    where,
+                )
+            return ins
+
+        ins = book("instrument", bridge.wrapped, cfg.instrument, None)
+        quote = self.engine.specs[ins].quote_asset
+        under = book("underlying_instrument", bridge.asset, cfg.underlying_instrument, quote)
+        first = ledger.add_holders("wrapped_sellers", cfg.count)
+        self._endow(first, cfg.count, ledger.assets[bridge.wrapped].symbol, cfg.capital_base)
+        self._endow(first, cfg.count, ledger.assets[quote].symbol, cfg.capital_quote)
+        self.traders.append(
+            WrappedSellers(
+                self,
+                cfg,
+                first,
+                ins,
+                under,
+                bridge.wrapped,
+                bridge.backing,
+                self.streams.get("population:wrapped_sellers"),
             )
         )
 

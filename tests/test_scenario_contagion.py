@@ -70,7 +70,7 @@ def test_same_seed_same_network_outputs(result, tmp_path):
         pd.testing.assert_frame_equal(result.events[table], again.events[table])
     pd.testing.assert_frame_equal(result.metrics, again.metrics)
     # The drawing reads only those tables.
-    from marginsim.experiments.network_plot import plot_network
+    from marginsim.experiments.plots import plot_network
 
     path = plot_network(
         result.events["network_edges"], result.events["network_nodes"], tmp_path / "net.png"

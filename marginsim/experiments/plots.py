@@ -53,6 +53,8 @@ __all__ = [
     "StoredRun",
     "draw_figures",
     "figure_png",
+    "network_figure",
+    "plot_network",
     "write_figures",
 ]
 
@@ -510,26 +512,70 @@ def draw_cascade_sizes(run: StoredRun) -> Figure:
 
 def draw_network(run: StoredRun) -> Figure:
     """The protocol network, node colour by bad debt, defaulted nodes outlined."""
-    import networkx as nx
-
     nodes = run.table("network_nodes")
     edges = run.table("network_edges")
     if nodes is None or edges is None:
         raise FigureSkipped("the run has no network_nodes / network_edges tables")
     if nodes.empty:
         raise FigureSkipped("the network_nodes table is empty")
+    _, quote = run.primary_pair
+    return network_figure(edges, nodes, seed=run.seed, title=run.name, unit=quote)
+
+
+#: Above this many nodes the drawing shrinks the nodes and leaves out the labels.
+_LABELLED_NODES = 30
+
+
+def network_figure(
+    edges: pd.DataFrame,
+    nodes: pd.DataFrame,
+    *,
+    seed: int = 0,
+    title: str = "",
+    unit: str = "unit of account",
+) -> Figure:
+    """Draw a protocol network from its ``network_edges`` and ``network_nodes`` tables.
+
+    The one drawing of a network: the run report's ``network`` figure and the network
+    studies' example networks both use it. Nodes are coloured by ``bad_debt`` (in the table's
+    order), defaulted nodes get a thick black outline, each exposure kind is drawn in its own
+    colour, line style and curvature (two nodes may be linked in several ways), and the
+    widths of ``collateral`` edges grow with their weight (the largest value posted along the
+    edge). The layout is networkx's spring layout seeded with ``seed``, so the same tables
+    give the same picture. Networks of more than 30 nodes are drawn with small unlabelled
+    nodes.
+
+    Args:
+        edges: Columns ``source``, ``target``, ``kind`` and ``weight`` (``kind`` and
+            ``weight`` optional).
+        nodes: Columns ``node``, ``bad_debt`` and optionally ``defaulted``.
+        seed: Layout seed.
+        title: First line of the title (the run's or study's name).
+        unit: Unit of the bad-debt colour bar.
+
+    Returns:
+        The figure (Agg canvas, no pyplot).
+    """
+    import networkx as nx
+    from matplotlib.lines import Line2D
+
     graph = nx.DiGraph()
-    for row in nodes.itertuples(index=False):
-        graph.add_node(str(row.node))
+    for node in nodes["node"]:
+        graph.add_node(str(node))
     # Two protocols can be linked in several ways (a pool both reads a book's mid and sells
     # on it): keep every (source, target) pair per kind, and draw each kind on its own curve.
-    by_kind: dict[str, list[tuple[str, str]]] = {}
+    by_kind: dict[str, dict[tuple[str, str], float]] = {}
     for row in edges.itertuples(index=False):
         u, v = str(row.source), str(row.target)
         graph.add_edge(u, v)
-        by_kind.setdefault(str(getattr(row, "kind", "")), []).append((u, v))
+        pairs = by_kind.setdefault(str(getattr(row, "kind", "")), {})
+        weight = float(getattr(row, "weight", 1.0))
+        pairs[u, v] = max(pairs.get((u, v), 0.0), weight)
+    n = graph.number_of_nodes()
+    labelled = n <= _LABELLED_NODES
+    node_size = 900 if labelled else 120
     # A longer spring than networkx's default 1/sqrt(n) keeps linked nodes from touching.
-    pos = nx.spring_layout(graph, k=2.0 / math.sqrt(max(graph.number_of_nodes(), 1)), seed=run.seed)
+    pos = nx.spring_layout(graph, k=2.0 / math.sqrt(max(n, 1)), seed=seed)
     loss = nodes.set_index(nodes["node"].astype(str))
     bad = loss["bad_debt"].reindex(list(graph.nodes)).fillna(0.0).to_numpy(dtype=float)
     defaulted = (
@@ -537,25 +583,29 @@ def draw_network(run: StoredRun) -> Figure:
         if "defaulted" in loss.columns
         else np.zeros(len(bad), dtype=bool)
     )
-    _, quote = run.primary_pair
     fig, axes = _new_figure((8.0, 6.0))
     ax = axes[0, 0]
-    from matplotlib.lines import Line2D
-
     styles = ["solid", "dashed", "dotted", "dashdot"]
     curves = [0.0, 0.2, -0.2, 0.4, -0.4]
     handles = []
     for i, kind in enumerate(sorted(by_kind)):
         style, colour = styles[i % len(styles)], f"C{i % 10}"
+        edgelist = sorted(by_kind[kind])
+        width: float | list[float] = 1.0
+        if kind == "collateral":
+            w = np.array([by_kind[kind][e] for e in edgelist], dtype=float)
+            if w.size and w.max() > 0:
+                width = (0.5 + 3.0 * w / w.max()).tolist()
         nx.draw_networkx_edges(
             graph,
             pos,
             ax=ax,
-            edgelist=sorted(set(by_kind[kind])),
+            edgelist=edgelist,
+            width=width,
             style=style,
             edge_color=colour,
             arrows=True,
-            node_size=900,
+            node_size=node_size,
             connectionstyle=f"arc3,rad={curves[i % len(curves)]}",
         )
         # Arrow patches carry no legend label: one proxy line per exposure kind.
@@ -571,14 +621,15 @@ def draw_network(run: StoredRun) -> Figure:
         vmax=vmax,
         edgecolors=["black" if d else "0.6" for d in defaulted],
         linewidths=[2.5 if d else 0.8 for d in defaulted],
-        node_size=900,
+        node_size=node_size,
     )
-    nx.draw_networkx_labels(
-        graph, pos, ax=ax, font_size=8, bbox={"facecolor": "white", "alpha": 0.75, "lw": 0}
-    )
-    fig.colorbar(drawn, ax=ax, label=f"bad debt ({quote})")
+    if labelled:
+        nx.draw_networkx_labels(
+            graph, pos, ax=ax, font_size=8, bbox={"facecolor": "white", "alpha": 0.75, "lw": 0}
+        )
+    fig.colorbar(drawn, ax=ax, label=f"bad debt ({unit})")
     ax.set_title(
-        f"{run.name}: protocol network, u -> v when u is exposed to v\n"
+        f"{title}: protocol network, u -> v when u is exposed to v\n"
         f"colour = bad debt, thick outline = defaulted ({int(defaulted.sum())} of "
         f"{len(defaulted)} nodes)"
     )
@@ -587,6 +638,33 @@ def draw_network(run: StoredRun) -> Figure:
     ax.margins(0.12)  # room for the labels of nodes on the rim
     ax.set_axis_off()
     return fig
+
+
+def plot_network(
+    edges: pd.DataFrame,
+    nodes: pd.DataFrame,
+    path: str | Path,
+    *,
+    seed: int = 0,
+    title: str = "network",
+    unit: str = "unit of account",
+) -> Path:
+    """Draw a network with :func:`network_figure` and save it as a PNG.
+
+    Args:
+        edges: The ``network_edges`` table.
+        nodes: The ``network_nodes`` table.
+        path: PNG to write.
+        seed: Layout seed.
+        title: First line of the title.
+        unit: Unit of the bad-debt colour bar.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    path = Path(path)
+    path.write_bytes(figure_png(network_figure(edges, nodes, seed=seed, title=title, unit=unit)))
+    return path
 
 
 # -- returns -------------------------------------------------------------------------------

@@ -20,7 +20,14 @@ from marginsim.experiments.stats import (
 )
 from marginsim.model import MarginModel
 
-__all__ = ["RunResult", "add_derived_tables", "run", "summarize"]
+__all__ = [
+    "PROTOCOL_TYPES",
+    "RunResult",
+    "add_derived_tables",
+    "network_summary",
+    "run",
+    "summarize",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +134,10 @@ def summarize(
     (episodes in the ``cascades`` table) and ``longest_cascade`` (steps; 0 without one),
     ``return_kurtosis`` (excess kurtosis of the mid's log returns) and ``hill_index`` (Hill
     tail index of their absolute values, 5% tail; see :mod:`marginsim.experiments.stats`).
+
+    Network keys (from the ``network_nodes`` table, :func:`network_summary`):
+    ``protocols_with_bad_debt``, ``protocols_defaulted``, ``systemic_loss``,
+    ``max_debtrank``, ``max_debtrank_protocol`` and ``default_order``.
     """
     mid = metrics["mid_price"].to_numpy()
     finite = mid[np.isfinite(mid)]
@@ -169,6 +180,54 @@ def summarize(
         "longest_cascade": int(cascades["length_steps"].max()) if len(cascades) else 0,
         "return_kurtosis": _f(excess_kurtosis(returns)),
         "hill_index": _f(hill_tail_index(np.abs(returns))),
+        **network_summary(events.get("network_nodes")),
+    }
+
+
+#: Node types of the protocol network that are protocols (the others are venues).
+PROTOCOL_TYPES = ("lending", "cdp", "perp", "bridge")
+
+
+def network_summary(nodes: pd.DataFrame | None) -> dict[str, float | int | str]:
+    """Run-level measures of the protocol network, from its ``network_nodes`` table.
+
+    Only protocol nodes (types in :data:`PROTOCOL_TYPES`) count; books, AMM pools and
+    oracles carry no balance sheet.
+
+    Returns:
+        ``protocols_with_bad_debt`` (protocols with bad debt > 0), ``protocols_defaulted``,
+        ``systemic_loss`` (their bad debt summed, unit of account), ``max_debtrank`` (the
+        largest DebtRank any protocol reached during the run; 0 without protocols),
+        ``max_debtrank_protocol`` (the protocol that reached it, the first by name on a tie;
+        ``""`` when every DebtRank is 0) and ``default_order`` (defaulted protocols joined by
+        ``">"`` in the order they defaulted: by default wave, then step, then name, so
+        protocols of one wave are listed by name; ``""`` when none defaulted).
+    """
+    empty: dict[str, float | int | str] = {
+        "protocols_with_bad_debt": 0,
+        "protocols_defaulted": 0,
+        "systemic_loss": 0.0,
+        "max_debtrank": 0.0,
+        "max_debtrank_protocol": "",
+        "default_order": "",
+    }
+    if nodes is None or nodes.empty:
+        return empty
+    p = nodes[nodes["type"].isin(PROTOCOL_TYPES)]
+    if p.empty:
+        return empty
+    defaulted = p[p["defaulted"].astype(bool)]
+    order = defaulted.sort_values(["default_wave", "default_step", "node"], kind="stable")
+    ranked = p.sort_values(["debtrank", "node"], ascending=[False, True], kind="stable")
+    top = ranked.iloc[0]
+    max_dr = float(top["debtrank"])
+    return {
+        "protocols_with_bad_debt": int((p["bad_debt"] > 0).sum()),
+        "protocols_defaulted": int(len(defaulted)),
+        "systemic_loss": float(p["bad_debt"].sum()),
+        "max_debtrank": max_dr,
+        "max_debtrank_protocol": str(top["node"]) if max_dr > 0 else "",
+        "default_order": ">".join(str(n) for n in order["node"]),
     }
 
 

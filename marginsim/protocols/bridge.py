@@ -27,10 +27,10 @@ from fractions import Fraction
 
 import pandas as pd
 
-from marginsim.config import BridgeConfig
+from marginsim.config import BridgeConfig, Scenario
 from marginsim.ledger import Ledger
 
-__all__ = ["BRIDGE_COLUMNS", "Bridge"]
+__all__ = ["BRIDGE_COLUMNS", "Bridge", "wrapped_market_oracles"]
 
 #: Columns of the ``bridge_events`` table.
 BRIDGE_COLUMNS: dict[str, str] = {
@@ -152,3 +152,24 @@ class Bridge:
     def events_frame(self) -> pd.DataFrame:
         """Deposits, mints and failures (:data:`BRIDGE_COLUMNS`)."""
         return pd.DataFrame(self._rows, columns=list(BRIDGE_COLUMNS)).astype(BRIDGE_COLUMNS)
+
+
+def wrapped_market_oracles(scenario: Scenario) -> dict[str, str]:
+    """Oracles that read a market of a bridge's wrapped asset: oracle name -> wrapped symbol.
+
+    An oracle reads such a market when one of its sources (a ``median``'s included) is a book
+    or AMM pool whose base is the wrapped asset. A lending reserve of the wrapped asset priced
+    by such an oracle already sees the bridge's loss through trading (the wrapped book falls
+    to a discount), so the model does not multiply it by the backing again; a reserve priced
+    by any other oracle (the underlying's) is priced at that oracle times the backing.
+    """
+    wrapped = {b.wrapped for b in scenario.network.bridges}
+    bases = {i.id: i.base for i in scenario.instruments} | {p.id: p.base for p in scenario.amms}
+    out: dict[str, str] = {}
+    for name, cfg in scenario.oracles.items():
+        sources = cfg.sources if cfg.kind == "median" else [cfg.source]
+        for source in sources:
+            if bases.get(source) in wrapped:
+                out[name] = str(bases[source])
+                break
+    return out

@@ -35,7 +35,7 @@ protocol's exposure to each collateral asset, and the sum across protocols).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
@@ -86,6 +86,9 @@ class ContagionMonitor:
         perps: Perp venues by name.
         bridges: Bridges by name.
         debtrank_every: Steps between DebtRank computations.
+        underlying_prices: Per bridge, the current price of its locked asset (values the
+            unbacked wrapped supply when no pool prices the wrapped asset at the underlying's
+            oracle times the backing, e.g. when pools read the wrapped asset's own book).
 
     Attributes:
         nodes: Protocol nodes in order: lending pools, CDPs, perp venues, bridges.
@@ -103,6 +106,7 @@ class ContagionMonitor:
         perps: Mapping[str, PerpVenue],
         bridges: Mapping[str, Bridge],
         debtrank_every: int = 1,
+        underlying_prices: Mapping[str, Callable[[], float | None]] | None = None,
     ) -> None:
         self.network = network
         self.ledger = ledger
@@ -111,6 +115,7 @@ class ContagionMonitor:
         self.perps = dict(perps)
         self.bridges = dict(bridges)
         self.debtrank_every = int(debtrank_every)
+        self.underlying_prices = dict(underlying_prices or {})
         self.nodes = [*self.lending, *self.cdps, *self.perps, *self.bridges]
         self._pos = {n: k for k, n in enumerate(self.nodes)}
         self.bad_debt = dict.fromkeys(self.nodes, 0.0)
@@ -226,13 +231,24 @@ class ContagionMonitor:
 
     # ------------------------------------------------------------------------------- balance sheets
     def _wrapped_price(self, bridge: Bridge) -> float:
-        """Underlying price of a bridge's wrapped asset, from the first pool that lists it."""
+        """Underlying price of a bridge's wrapped asset.
+
+        From the first pool that prices the wrapped asset at the underlying's oracle times the
+        backing (its price over the backing); else from ``underlying_prices`` (a pool that
+        prices the wrapped asset at its own book sees a traded discount, not the underlying);
+        else 1.
+        """
         symbol = self.ledger.assets[bridge.wrapped].symbol
         for pool in self.lending.values():
-            if symbol in pool.symbols:
+            if (
+                symbol in pool.symbols
+                and pool._exchange_rates.get(pool.reserve(symbol).index) == bridge.backing
+            ):
                 p = pool.reserve_price(symbol)
                 b = float(bridge.backing())
                 return _fin(p) / b if p is not None and b > 0 else 0.0
+        if bridge.name in self.underlying_prices:
+            return _fin(self.underlying_prices[bridge.name]())
         return 1.0
 
     def exposures(self) -> np.ndarray:

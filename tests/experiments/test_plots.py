@@ -196,3 +196,41 @@ def test_every_figure_is_titled_and_its_axes_labelled(synthetic_run, spec):
             assert ax.get_legend() is not None, spec.id
     for cbar in (ax for ax in fig.axes if ax.get_label() == "<colorbar>"):
         assert cbar.get_ylabel(), spec.id  # the colour scale says what and in which unit
+
+
+def test_plot_network_is_the_one_drawing_from_tables(tmp_path):
+    # Tables as the contagion-window study writes them: collateral edges of two weights.
+    edges = pd.DataFrame(
+        {
+            "source": ["a", "b", "c"],
+            "target": ["b", "c", "a"],
+            "kind": ["collateral"] * 3,
+            "weight": [10.0, 5.0, 0.0],
+        }
+    )
+    nodes = pd.DataFrame(
+        {"node": ["a", "b", "c"], "bad_debt": [0.0, 3.0, 1.0], "defaulted": [False, True, False]}
+    )
+    fig = plots.network_figure(edges, nodes, seed=1, title="t")
+    ax = fig.axes[0]
+    assert ax.collections[-1].get_array().tolist() == [0.0, 3.0, 1.0]
+    # Collateral widths 0.5 + 3 w / max w: 3.5, 2.0 and 0.5 for weights 10, 5, 0.
+    widths = sorted(p.get_linewidth() for p in ax.patches)
+    assert widths == pytest.approx([0.5, 2.0, 3.5])
+    # Black thick outline for the defaulted node only.
+    assert list(ax.collections[-1].get_linewidths()) == [0.8, 2.5, 0.8]
+    path = plots.plot_network(edges, nodes, tmp_path / "n.png", seed=1, title="t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Same tables, same seed: the same file.
+    again = plots.plot_network(edges, nodes, tmp_path / "m.png", seed=1, title="t")
+    assert again.read_bytes() == path.read_bytes()
+
+
+def test_large_networks_are_drawn_without_labels():
+    names = [f"p{k}" for k in range(31)]
+    edges = pd.DataFrame({"source": names[:-1], "target": names[1:], "kind": "collateral"})
+    nodes = pd.DataFrame({"node": names, "bad_debt": 0.0})
+    ax = plots.network_figure(edges, nodes).axes[0]
+    assert [t.get_text() for t in ax.texts] == []
+    small = plots.network_figure(edges.iloc[:2], nodes.iloc[:3]).axes[0]
+    assert sorted(t.get_text() for t in small.texts) == ["p0", "p1", "p2"]

@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from marginsim.experiments.network_plot import plot_network
 from marginsim.protocols.network import debtrank, eisenberg_noe, generate_topology
 from marginsim.rng import RandomStreams
 
@@ -44,7 +43,6 @@ __all__ = [
     "depeg_contagion",
     "depeg_contagion_study",
     "depeg_with_k_pools",
-    "plot_network",
     "simulate_window_replicate",
 ]
 
@@ -249,7 +247,12 @@ def contagion_window_study(
     edges, nodes = _example_network(params, degrees[len(degrees) // 2])
     edges.to_parquet(out / "example_network_edges.parquet", index=False)
     nodes.to_parquet(out / "example_network_nodes.parquet", index=False)
-    plot_network(edges, nodes, out / "example_network.png")
+    # The report's network drawing (imported here: matplotlib stays off the CLI's start).
+    from marginsim.experiments.plots import plot_network
+
+    plot_network(
+        edges, nodes, out / "example_network.png", seed=1, title="contagion-window example"
+    )
     return path
 
 
