@@ -1962,14 +1962,17 @@ class Scenario(_Frozen):
             ]
         return []
 
-    def _looper_problems(self, spot: list[str]) -> list[tuple[str, str]]:
-        """Cross-field checks of ``agents.lending_loopers`` (only when it has accounts)."""
-        cfg, f = self.agents.lending_loopers, "agents.lending_loopers"
-        if not cfg.count:
-            return []
+    def _borrower_pool_problems(
+        self, cfg: Any, f: str
+    ) -> tuple[LendingConfig | None, list[tuple[str, str]]]:
+        """Checks shared by the populations that borrow ``cfg.debt`` against ``cfg.collateral``.
+
+        Returns the lending pool ``cfg.pool`` (``None`` when it is not one or lacks one of the
+        reserves, so that no further check can run) and the problems found.
+        """
         pool = self.protocols.get(cfg.pool)
         if pool is None:
-            return [
+            return None, [
                 (
                     f"{f}.pool",
                     f"unknown protocol {cfg.pool!r}; protocols are {sorted(self.protocols)}",
@@ -1977,10 +1980,11 @@ class Scenario(_Frozen):
             ]
         if not isinstance(pool, LendingConfig):
             lending = sorted(n for n, p in self.protocols.items() if isinstance(p, LendingConfig))
-            return [
+            return None, [
                 (
                     f"{f}.pool",
-                    f"{cfg.pool!r} is not a lending protocol; lending protocols are {lending}",
+                    f"must name a lending protocol; lending protocols are {lending}, "
+                    f"got {cfg.pool!r}",
                 )
             ]
         out = []
@@ -1995,11 +1999,21 @@ class Scenario(_Frozen):
                     )
                 )
         if out:
-            return out
+            return None, out
         if cfg.collateral == cfg.debt:
             out.append((f"{f}.debt", "must differ from the collateral"))
         if not pool.reserves[cfg.debt].borrowable:
             out.append((f"{f}.debt", f"{cfg.debt!r} is not borrowable on {cfg.pool!r}"))
+        return pool, out
+
+    def _looper_problems(self, spot: list[str]) -> list[tuple[str, str]]:
+        """Cross-field checks of ``agents.lending_loopers`` (only when it has accounts)."""
+        cfg, f = self.agents.lending_loopers, "agents.lending_loopers"
+        if not cfg.count:
+            return []
+        pool, out = self._borrower_pool_problems(cfg, f)
+        if pool is None:
+            return out
         ltv = pool.reserves[cfg.collateral].ltv
         limit = math.inf if ltv >= 1 else 1.0 / (1.0 - ltv)
         top = cfg.max_leverage()
@@ -2041,33 +2055,9 @@ class Scenario(_Frozen):
         cfg, f = self.agents.leveraged_traders, "agents.leveraged_traders"
         if not cfg.count:
             return []
-        pool = self.protocols.get(cfg.pool)
-        if not isinstance(pool, LendingConfig):
-            lending = sorted(n for n, p in self.protocols.items() if isinstance(p, LendingConfig))
-            return [
-                (
-                    f"{f}.pool",
-                    f"must name a lending protocol; lending protocols are {lending}, "
-                    f"got {cfg.pool!r}",
-                )
-            ]
-        out = []
-        for part in ("collateral", "debt"):
-            sym = getattr(cfg, part)
-            if sym not in pool.reserves:
-                out.append(
-                    (
-                        f"{f}.{part}",
-                        f"{sym!r} is not a reserve of {cfg.pool!r}; "
-                        f"reserves are {sorted(pool.reserves)}",
-                    )
-                )
-        if out:
+        pool, out = self._borrower_pool_problems(cfg, f)
+        if pool is None:
             return out
-        if cfg.collateral == cfg.debt:
-            out.append((f"{f}.debt", "must differ from the collateral"))
-        if not pool.reserves[cfg.debt].borrowable:
-            out.append((f"{f}.debt", f"{cfg.debt!r} is not borrowable on {cfg.pool!r}"))
         perp_id = cfg.perp_instrument or next(iter(perp_ids), None)
         if perp_id is None or perp_id not in perp_ids:
             out.append(

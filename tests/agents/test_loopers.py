@@ -219,4 +219,6 @@ def test_scenario_rejects_a_pool_that_is_not_a_lending_pool():
         scenario.with_overrides(
             {"agents.lending_loopers.count": 10, "agents.lending_loopers.pool": "maker"}
         )
-    assert "not a lending protocol" in dict(err.value.problems)["agents.lending_loopers.pool"]
+    assert dict(err.value.problems)["agents.lending_loopers.pool"] == (
+        "must name a lending protocol; lending protocols are ['aave', 'thinlend'], got 'maker'"
+    )
