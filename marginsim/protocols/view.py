@@ -111,9 +111,12 @@ class ProtocolsView:
         return self._lending[pool].debt_units(holder, symbol)
 
     def reserve_price(self, pool: str, symbol: str) -> float | None:
-        """The price ``pool`` values ``symbol`` at now (``None``: no price)."""
-        pool_obj = self._lending[pool]
-        return pool_obj.prices.price(pool_obj.reserve(symbol).price_ref)
+        """The price ``pool`` values ``symbol`` at now (``None``: no price).
+
+        For a claim reserve (another pool's receipt token, a bridge's wrapped asset) it is
+        the oracle price times the exchange rate, as in the pool's health factors.
+        """
+        return self._lending[pool].reserve_price(symbol)
 
     def health_factors(self, pool: str, holders: np.ndarray) -> np.ndarray:
         """Health factors of many accounts of ``pool`` in one vectorised scan.
