@@ -843,7 +843,7 @@ class PerpConfig(_Frozen):
 
 ProtocolConfig = Annotated[LendingConfig | CdpConfig | PerpConfig, Field(discriminator="kind")]
 _PROTOCOL_KINDS = ("lending", "cdp", "perp")
-_POLICY_KINDS = ("static", "dynamic", "gradual", "predictive", "circuit_breaker")
+_POLICY_KINDS = ("static", "dynamic", "gradual", "predictive", "circuit_breaker", "integrated")
 
 
 # ------------------------------------------------------------------------------- network
