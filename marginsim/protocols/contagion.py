@@ -484,9 +484,10 @@ class ContagionMonitor:
     def combined_health(self, holders: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Combined health and number of pools owed of ``holders``, as :meth:`accounts_frame`.
 
-        Vectorised (one scan per pool, no frame): ``health = sum C_p / sum D_p`` over the
-        pools ``p`` where the holder owes something (``inf`` for a holder who owes nothing,
-        NaN when a price it needs is missing). The ``integrated`` liquidation policy reads it
+        Vectorised (one scan of just these holders per pool, no frame): ``health = sum C_p /
+        sum D_p`` over the pools ``p`` where the holder owes something (``inf`` for a holder
+        who owes nothing; NaN when a price it needs is missing, where the frame's group sum
+        would skip the missing value). The ``integrated`` liquidation policy reads it
         (:class:`marginsim.protocols.policies.IntegratedLiquidation`).
 
         Args:
@@ -496,21 +497,18 @@ class ContagionMonitor:
             ``(health, pools_owed)``: float64 and int64 arrays aligned with ``holders``.
         """
         holders = np.asarray(holders, dtype=np.int64)
-        n = self.ledger.n_holders
-        debt_sum = np.zeros(n, dtype=np.float64)
-        coll_sum = np.zeros(n, dtype=np.float64)
-        owed_in = np.zeros(n, dtype=np.int64)
+        debt_sum = np.zeros(holders.shape, dtype=np.float64)
+        coll_sum = np.zeros(holders.shape, dtype=np.float64)
+        owed_in = np.zeros(holders.shape, dtype=np.int64)
         for pool in self.lending.values():
-            ids, debt, coll = pool.account_values()
+            _, debt, coll = pool.account_values(holders)
             keep = debt > 0  # NaN debt (no price) is kept out, as accounts_frame does
-            ids = ids[keep]  # registered once per pool: no repeated index within a pool
-            debt_sum[ids] += debt[keep]
-            coll_sum[ids] += coll[keep]
-            owed_in[ids] += 1
-        d = debt_sum[holders]
+            debt_sum[keep] += debt[keep]
+            coll_sum[keep] += coll[keep]
+            owed_in += keep
         with np.errstate(divide="ignore", invalid="ignore"):
-            health = np.where(owed_in[holders] > 0, coll_sum[holders] / d, np.inf)
-        return health, owed_in[holders]
+            health = np.where(owed_in > 0, coll_sum / debt_sum, np.inf)
+        return health, owed_in
 
     def collateral_frame(self) -> pd.DataFrame:
         """Integrated exposure of the protocols to each collateral asset.

@@ -1603,14 +1603,25 @@ class LendingPool:
         """The price the pool values ``symbol`` at now (exchange rate included), or None."""
         return self._price(self._by_symbol[symbol])
 
-    def account_values(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Registered accounts with their debt and collateral values, from one scan.
+    def account_values(
+        self, holders: np.ndarray | Sequence[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Registered accounts (or ``holders``) with their debt and collateral values, one scan.
+
+        Args:
+            holders: Holder ids to read (any ledger holder; 0 for one without a position);
+                ``None``: every registered account, in registration order.
 
         Returns:
             ``(holders, debt_value, collateral_value)`` in the pool's unit of account (NaN
-            for accounts holding an asset without a price), in registration order.
+            for accounts holding an asset without a price).
         """
-        ids = self._accounts[: self._n_accounts].copy()
+        if holders is None:
+            ids = self._accounts[: self._n_accounts].copy()
+        else:
+            ids = np.array(holders, dtype=np.int64)
+            if ids.size and (ids.min() < 0 or ids.max() >= self.ledger.n_holders):
+                raise ValueError(f"holder ids must be in 0..{self.ledger.n_holders - 1}")
         _, debt, coll, *_ = self._scan(ids, reuse=False)
         return ids, debt, coll
 
