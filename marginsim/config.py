@@ -1292,7 +1292,10 @@ class LiquidatorsConfig(_Frozen):
         count: Number of bots.
         capital: Starting wallet of each bot, by asset symbol, in human units.
         min_profit: Least expected profit, relative to the value repaid, to act.
-        sell_collateral: Sell seized collateral on the book (``true``) or keep it.
+        sell_collateral: Sell seized collateral on the book (``true``) or keep it. Another
+            pool's receipt token is redeemed at its issuer first; a wrapped asset (or a
+            redeemed stablecoin) that no book trades is kept and valued at its pool's price
+            (docs/network.md).
         sell_over_steps: Sell it at once (1) or in equal slices over this many steps (a
             flash-loan liquidation always sells at once: the loan is repaid from the sale).
         max_actions_per_round: Liquidations or takes one bot makes in one round.

@@ -201,6 +201,14 @@ def test_contagion_bots_redeem_receipts_and_hold_the_wrapped_asset():
     assert model.scenario.agents.liquidators.sell_collateral
     for _ in range(61):  # steps 0..60: the bridge fails at step 60
         model.step()
+    liq = model.event_tables()["liquidations"]
+    # Every account of the chain is liquidated in step 60 by the bots, with sales on.
+    assert liq[["step", "protocol", "collateral_asset"]].values.tolist() == [
+        [60, "corelend", "wWETH"],
+        [60, "corelend", "wWETH"],
+        [60, "midlend", "aUSDC.corelend"],
+        [60, "edgelend", "aUSDC.midlend"],
+    ]
     ledger = model.ledger
     usdc, wweth = ledger.asset_id("USDC"), ledger.asset_id("wWETH")
     held_wweth = sum(b.held_units.get(wweth, 0) for b in model.liquidators)

@@ -159,6 +159,12 @@ def test_config_is_validated_with_the_dotted_field():
             "Input should be less than or equal to 1; got 1.5",
         )
     ]
+    # A perp venue takes no integrated policy (lending only).
+    with pytest.raises(ScenarioError) as err:
+        load_scenario("perp_crash").with_overrides(
+            {"protocols.perpx.liquidation_policy.kind": "integrated"}
+        )
+    assert err.value.problems[0][0] == "protocols.perpx.liquidation_policy"
 
 
 def test_the_model_binds_the_contagion_monitor_and_it_matches_the_accounts_frame():
