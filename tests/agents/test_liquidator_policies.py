@@ -134,3 +134,21 @@ def test_under_the_static_policy_the_quote_is_the_close_factor_and_the_reserve_b
     feed.prices["eth"] = 1000.0
     assert view.liquidation_quote("P", acct, "USDC", "WETH").refusal == "health factor 1.0625 >= 1"
     assert list(bot.plan(market, view)) == []
+
+
+def test_under_a_predictive_policy_the_bot_sizes_and_prices_the_early_liquidation():
+    pool, feed, view, market, bot, acct = build({"kind": "predictive"})
+    # Reference volatility 0.8 a year, 60 s steps, k = 10: sigma_k = sqrt(10 * 0.64 * 60 /
+    # 31,536,000) = 0.0034896; h* = exp(0.0034896 * Phi^-1(0.75) = 0.67449) = 1.0023564.
+    assert pool.policy.trigger_health() == pytest.approx(1.0023564, rel=1e-6)
+    feed.prices["eth"] = 942.0  # HF = 942 * 0.85 / 800 = 1.000875: healthy, but at risk
+    q = view.liquidation_quote("P", acct, "USDC", "WETH")
+    # Early: ceil(800e6 * 0.1) = 80e6 at the early bonus 1% (not the reserve's 5%).
+    assert (q.max_repay_units, float(q.bonus), q.early) == (80 * USDC, 0.01, True)
+    # 80 * 1.01 / 942 = 0.085775 WETH -> 85 lots -> 80.07 USDC >= 80: the early slice.
+    assert list(bot.plan(market, view)) == [LiquidateCall("P", acct, "USDC", "WETH", 80 * USDC)]
+    # With min_profit 0.5% the 1% early bonus does not pay after lot rounding (80.07 < 80.4;
+    # halving to 40e6: 42 lots -> 39.56 < 40.2, ...), though the reserve's 5% would have
+    # (89 lots -> 83.84): the bot prices the call with the policy's bonus.
+    picky = Liquidator(mesa.Model(rng=1), LiquidatorsConfig(count=1, min_profit=0.005), bot.holder)
+    assert list(picky.plan(market, view)) == []
