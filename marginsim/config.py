@@ -46,6 +46,7 @@ __all__ = [
     "CircuitBreakerPolicyConfig",
     "DynamicMarginPolicyConfig",
     "GradualPolicyConfig",
+    "IntegratedPolicyConfig",
     "PredictivePolicyConfig",
     "StaticPolicyConfig",
     "BasisArbitrageursConfig",
@@ -549,12 +550,40 @@ class CircuitBreakerPolicyConfig(_Frozen):
     asset: str = ""
 
 
+class IntegratedPolicyConfig(_Frozen):
+    """Integrated cross-protocol monitoring: early liquidation on the holder's combined health.
+
+    The pool reads the holder's combined health across every lending pool of the run (the
+    contagion monitor's cross-protocol account view): ``H = sum_p C_p / sum_p D_p`` over the
+    pools ``p`` where the holder owes something, ``C_p`` its collateral value and ``D_p`` its
+    debt value in ``p`` at ``p``'s prices (no liquidation thresholds). An account that is
+    healthy in this pool (HF >= 1) but owes in at least ``min_protocols`` pools and has
+    ``H < threshold`` may be liquidated once per step for at most ``early_close_factor`` of a
+    debt, with ``early_bonus``. Unhealthy accounts are liquidated as under ``static``.
+
+    Attributes:
+        kind: ``"integrated"``.
+        threshold: Combined health below which the account may be deleveraged early.
+        min_protocols: Pools the holder must owe in (2: only holders present in several
+            protocols; 1 also lets a one-pool account's collateral/debt ratio trigger).
+        early_close_factor: Share of a debt repaid in one early liquidation.
+        early_bonus: Bonus of an early liquidation.
+    """
+
+    kind: Literal["integrated"]
+    threshold: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 1.1
+    min_protocols: int = Field(default=2, ge=1, le=1_000)
+    early_close_factor: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.25
+    early_bonus: Annotated[float, Field(ge=0, lt=0.5)] = 0.02
+
+
 LendingPolicyConfig = Annotated[
     StaticPolicyConfig
     | DynamicMarginPolicyConfig
     | GradualPolicyConfig
     | PredictivePolicyConfig
-    | CircuitBreakerPolicyConfig,
+    | CircuitBreakerPolicyConfig
+    | IntegratedPolicyConfig,
     Field(discriminator="kind"),
 ]
 #: Perp venues take the policies that change the requirement or pause the engine; gradual and
@@ -581,8 +610,9 @@ class LendingConfig(_Frozen):
         flash_loan_fee: Fee of a flash loan, relative to the amount (Aave v3: 0.0005).
         reserves: Reserves by asset symbol.
         liquidation_policy: How the pool liquidates: ``{kind = "static"}`` (the rules above,
-            the default), ``"dynamic"``, ``"gradual"``, ``"predictive"`` or
-            ``"circuit_breaker"`` with their parameters (docs/policies.md).
+            the default), ``"dynamic"``, ``"gradual"``, ``"predictive"``,
+            ``"circuit_breaker"`` or ``"integrated"`` with their parameters
+            (docs/policies.md).
     """
 
     kind: Literal["lending"]
@@ -814,7 +844,7 @@ class PerpConfig(_Frozen):
 
 ProtocolConfig = Annotated[LendingConfig | CdpConfig | PerpConfig, Field(discriminator="kind")]
 _PROTOCOL_KINDS = ("lending", "cdp", "perp")
-_POLICY_KINDS = ("static", "dynamic", "gradual", "predictive", "circuit_breaker")
+_POLICY_KINDS = ("static", "dynamic", "gradual", "predictive", "circuit_breaker", "integrated")
 
 
 # ------------------------------------------------------------------------------- network
@@ -1263,7 +1293,10 @@ class LiquidatorsConfig(_Frozen):
         count: Number of bots.
         capital: Starting wallet of each bot, by asset symbol, in human units.
         min_profit: Least expected profit, relative to the value repaid, to act.
-        sell_collateral: Sell seized collateral on the book (``true``) or keep it.
+        sell_collateral: Sell seized collateral on the book (``true``) or keep it. Another
+            pool's receipt token is redeemed at its issuer first; a wrapped asset (or a
+            redeemed stablecoin) that no book trades is kept and valued at its pool's price
+            (docs/network.md).
         sell_over_steps: Sell it at once (1) or in equal slices over this many steps (a
             flash-loan liquidation always sells at once: the loan is repaid from the sale).
         max_actions_per_round: Liquidations or takes one bot makes in one round.

@@ -371,6 +371,11 @@ class MarginModel(mesa.Model):
                 self.lending[issuer],
                 underlying,
             )
+        # Bots value seized claims through the view (redeem, or hold a wrapped asset).
+        self.protocols_view.set_claims(
+            {a: (p.name, u) for a, (p, u) in self.receipt_of_asset.items()},
+            [bridge.wrapped for bridge in self.bridges.values()],
+        )
         for pool in self.lending.values():
             for symbol in pool.symbols:
                 if symbol in receipts:
@@ -408,7 +413,10 @@ class MarginModel(mesa.Model):
         seconds = self.scenario.run.step_seconds
         for name, pool in self.lending.items():
             cfg = pool.config.liquidation_policy
-            pool.attach_policy(make_policy(name, cfg, seconds), getattr(cfg, "asset", ""))
+            policy = make_policy(name, cfg, seconds)
+            if policy is not None:  # integrated: reads combined health across the network
+                policy.bind_network(self.contagion.combined_health)
+            pool.attach_policy(policy, getattr(cfg, "asset", ""))
         for name, venue in self.perps.items():
             venue.attach_policy(make_policy(name, venue.config.liquidation_policy, seconds))
 

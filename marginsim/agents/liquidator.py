@@ -17,7 +17,7 @@ from marginsim.market.engine import OrderKind
 if TYPE_CHECKING:
     from marginsim.market.view import MarketView
     from marginsim.protocols.cdp import AuctionState
-    from marginsim.protocols.lending import LiquidatableAccounts
+    from marginsim.protocols.lending import LiquidatableAccounts, ReserveInfo
     from marginsim.protocols.view import ProtocolsView
 
 __all__ = ["BarkCall", "LiquidateCall", "Liquidator", "TakeCall"]
@@ -70,13 +70,21 @@ class Liquidator(Trader):
     In each liquidation round :meth:`plan` yields calls one at a time and reads the protocols
     again between them, so it always acts on the state its previous call left:
 
-    1. Lending pools: accounts with health factor below 1, largest debt first. For each, it
-       offers to repay as much of the largest debt as the close factor and its wallet allow,
-       halved until the seized collateral, sold on the shared book at the current depth, is
-       expected to return at least ``(1 + min_profit)`` times the value repaid (so a thin
-       book gets smaller liquidations, not none). A bot without the debt asset and with
+    1. Lending pools: the accounts each pool lists as liquidatable (health factor below 1,
+       or what its liquidation policy adds), largest debt first; a pool whose policy pauses
+       liquidations is skipped. For each, it reads the pool's current terms
+       (:meth:`ProtocolsView.liquidation_quote`: the most this call may repay under the close
+       factor and the policy, e.g. a gradual slice or an early share, and the bonus) and
+       offers to repay as much of the largest debt as those terms and its wallet allow,
+       halved until what the seized collateral is worth is at least ``(1 + min_profit)``
+       times the value repaid (so a thin book gets smaller liquidations, not none). Worth
+       means: sold on the shared book at the current depth; for another pool's receipt
+       token, redeemed at the issuer (as the model does) and the underlying sold on its book
+       (or taken as cash when it is the debt asset), the part the issuer's liquidity cannot
+       pay held at exchange rate x underlying price; for a bridge's wrapped asset without a
+       book, held at the pool's backing-based price. A bot without the debt asset and with
        ``uses_flash_loans`` borrows it from the pool for one atomic action instead, which
-       must also pay the flash-loan fee.
+       must also pay the flash-loan fee and sell everything it seized for the debt asset.
     2. CDPs: it starts the auction of every unsafe vault (``bark``), then buys from running
        auctions whose price is at least ``min_profit`` below what the collateral fetches on
        the book, paying with the stablecoin in its wallet.
@@ -86,6 +94,8 @@ class Liquidator(Trader):
     health depends on: that is how a cascade propagates. With ``sell_over_steps > 1`` the
     bot instead sells it in equal slices in its next agents phases (:meth:`act`), which
     spreads the price impact over time (and leaves it holding inventory through the fall).
+    What no book trades (a wrapped asset, a redeemed stablecoin) it keeps and counts in
+    :attr:`held_units`.
 
     Args:
         model: The model.
@@ -103,6 +113,8 @@ class Liquidator(Trader):
         self.gas_bid_units = 0
         #: Collateral being sold gradually: [asset, units left, steps left] per liquidation.
         self.tranches: list[list[int]] = []
+        #: Seized units kept because no book trades the asset, by ledger asset id.
+        self.held_units: dict[int, int] = {}
 
     def act(self, view: MarketView) -> OrderBatch:
         """This step's slices of the collateral it sells gradually (``sell_over_steps``)."""
@@ -133,6 +145,8 @@ class Liquidator(Trader):
         """Yield this round's calls, lazily, reading fresh state before each."""
         budget = self.config.max_actions_per_round
         for pool in protocols.lending_names:
+            if protocols.liquidations_paused(pool):
+                continue  # a circuit breaker refuses every call: do not scan or spend gas
             accounts = protocols.liquidatable(pool)
             order = np.argsort(-accounts.debt_value, kind="stable")
             for i in order[: self.config.max_candidates]:
@@ -170,11 +184,17 @@ class Liquidator(Trader):
         account = int(accounts.holder[i])
         debt_symbol = protocols.asset_symbol(pool, int(accounts.debt_asset[i]))
         collateral_symbol = protocols.asset_symbol(pool, collateral_asset)
+        # The pool's current terms (its liquidation policy's): refused, paused, or the most
+        # this call may repay (a gradual slice, an early share) and the bonus it pays.
+        quote = protocols.liquidation_quote(pool, account, debt_symbol, collateral_symbol)
+        if not quote.allowed:
+            return None
         debt = protocols.reserve(pool, debt_symbol)
         collateral = protocols.reserve(pool, collateral_symbol)
         owed = protocols.debt_units(pool, account, debt_symbol)
         share = protocols.max_repay_share(pool, float(accounts.health_factor[i]))
-        allowed = math.floor(owed * share)
+        # The bot rounds the close-factor share down; the policy's cap is exact.
+        allowed = min(math.floor(owed * share), quote.max_repay_units)
         repay = min(self._wallet(view, debt.asset), allowed)
         p_debt = protocols.reserve_price(pool, debt_symbol)
         p_coll = protocols.reserve_price(pool, collateral_symbol)
@@ -185,8 +205,10 @@ class Liquidator(Trader):
         fee = protocols.flash_loan_fee(pool) if self.config.uses_flash_loans else None
         if repay <= 0 and fee is not None and allowed > 0:
             # No capital: borrow the debt asset for one atomic action. The loan is repaid
-            # from the sale, so the collateral must sell for the debt asset itself.
-            if view.spot_instrument(collateral.asset, debt.asset) is None:
+            # from the sale, so the collateral (or the underlying its receipt token redeems
+            # for) must sell for the debt asset itself.
+            sold = protocols.redemption(collateral.asset, 1 << 62).asset
+            if sold != debt.asset and view.spot_instrument(sold, debt.asset) is None:
                 return None
             repay = min(allowed, protocols.available_units(pool, debt_symbol))
             cost, flash = 1.0 + fee, True
@@ -198,16 +220,20 @@ class Liquidator(Trader):
                 if flash
                 else LiquidateCall(pool, account, debt_symbol, collateral_symbol, repay)
             )
-        # Size the repay to what the book can absorb at a profit: halve it until the sale of
-        # the collateral received covers the repay value. The bot receives the repay value
-        # times (1 + bonus), less the protocol's share of the bonus part.
-        bonus = float(collateral.liquidation_bonus)
+        # Size the repay to what the book can absorb at a profit: halve it until what the
+        # collateral received is worth covers the repay value. The bot receives the repay
+        # value times (1 + bonus), less the protocol's share of the bonus part.
+        bonus = float(quote.bonus)
         received = 1 + bonus * (1 - float(collateral.protocol_share))
         for _ in range(_SIZE_HALVINGS):
             repay_value = repay / debt.unit * p_debt
             seized_units = math.floor(repay_value * received / p_coll * collateral.unit)
-            proceeds = self._sale_value(view, collateral.asset, seized_units)
-            if proceeds is not None and proceeds >= repay_value * cost * (
+            proceeds = self._seized_value(
+                view, protocols, collateral.asset, seized_units, p_coll, collateral.unit, debt
+            )
+            if flash and proceeds is not None and proceeds[1] > 0:
+                proceeds = None  # a flash loan cannot be repaid from what the bot holds
+            if proceeds is not None and sum(proceeds) >= repay_value * cost * (
                 1 + self.config.min_profit
             ):
                 return LiquidateCall(pool, account, debt_symbol, collateral_symbol, repay, flash)
@@ -215,6 +241,44 @@ class Liquidator(Trader):
             if repay <= 0:
                 break
         return None
+
+    def _seized_value(
+        self,
+        view: MarketView,
+        protocols: ProtocolsView,
+        asset: int,
+        units: int,
+        price: float,
+        unit: int,
+        debt: ReserveInfo,
+    ) -> tuple[float, float] | None:
+        """``(sale proceeds, value held)`` of ``units`` of seized ``asset`` (human units).
+
+        * Another pool's receipt token is redeemed at its issuer first (as the model does);
+          the underlying is sold on its book, or is the debt asset itself (cash at its price);
+          what the issuer's liquidity cannot pay is held, at exchange rate x underlying price.
+        * A bridge's wrapped asset is sold on its book when one exists, else held at the
+          pool's backing-based price (oracle x backing).
+        * Anything else must sell on its book.
+
+        ``None`` when the book cannot absorb the sale (or a needed price is missing).
+        """
+        if view.spot_instrument(asset) is None and protocols.is_wrapped(asset):
+            return 0.0, units / unit * price
+        out = protocols.redemption(asset, units)
+        if not math.isfinite(out.kept_value):
+            return None
+        if out.asset != asset and out.units == 0:  # nothing redeemable now: all held
+            return 0.0, out.kept_value
+        if out.asset == debt.asset and out.asset != asset and out.price:
+            return out.units / debt.unit * out.price, out.kept_value
+        if view.spot_instrument(out.asset) is None and protocols.is_wrapped(out.asset):
+            p = out.price if out.asset != asset else price
+            if not p:
+                return None
+            return 0.0, out.kept_value + out.units / 10 ** view.asset_decimals(out.asset) * p
+        proceeds = self._sale_value(view, out.asset, out.units)
+        return None if proceeds is None else (proceeds, out.kept_value)
 
     def _take_call(
         self, view: MarketView, protocols: ProtocolsView, cdp: str, auction: AuctionState
@@ -247,6 +311,10 @@ class Liquidator(Trader):
         agents phases (:meth:`act`). Empty when the bot keeps collateral.
         """
         if not self.config.sell_collateral or units <= 0:
+            return OrderBatch.empty()
+        if view.spot_instrument(asset) is None:
+            # No book trades it (a wrapped asset, a redeemed stablecoin): the bot holds it.
+            self.held_units[int(asset)] = self.held_units.get(int(asset), 0) + int(units)
             return OrderBatch.empty()
         if self.config.sell_over_steps > 1 and not at_once:
             self.tranches.append([asset, int(units), self.config.sell_over_steps])

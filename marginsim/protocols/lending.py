@@ -84,7 +84,7 @@ import pandas as pd
 from marginsim.config import LendingConfig, RateModelConfig
 from marginsim.ledger import AssetSpec, Ledger
 from marginsim.protocols.events import LIQUIDATION_COLUMNS, AccountExposures, LiquidationPrices
-from marginsim.protocols.policies import LiquidationPolicy
+from marginsim.protocols.policies import LiquidationPolicy, LiquidationQuote
 
 __all__ = [
     "RAY",
@@ -1603,14 +1603,25 @@ class LendingPool:
         """The price the pool values ``symbol`` at now (exchange rate included), or None."""
         return self._price(self._by_symbol[symbol])
 
-    def account_values(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Registered accounts with their debt and collateral values, from one scan.
+    def account_values(
+        self, holders: np.ndarray | Sequence[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Registered accounts (or ``holders``) with their debt and collateral values, one scan.
+
+        Args:
+            holders: Holder ids to read (any ledger holder; 0 for one without a position);
+                ``None``: every registered account, in registration order.
 
         Returns:
             ``(holders, debt_value, collateral_value)`` in the pool's unit of account (NaN
-            for accounts holding an asset without a price), in registration order.
+            for accounts holding an asset without a price).
         """
-        ids = self._accounts[: self._n_accounts].copy()
+        if holders is None:
+            ids = self._accounts[: self._n_accounts].copy()
+        else:
+            ids = np.array(holders, dtype=np.int64)
+            if ids.size and (ids.min() < 0 or ids.max() >= self.ledger.n_holders):
+                raise ValueError(f"holder ids must be in 0..{self.ledger.n_holders - 1}")
         _, debt, coll, *_ = self._scan(ids, reuse=False)
         return ids, debt, coll
 
@@ -2172,6 +2183,51 @@ class LendingPool:
         policy.observe(step, self._price(self._policy_reserve), ids, hf)
         if policy.requirement_scale != before:
             self._scale_requirement(policy.requirement_scale)
+
+    def liquidation_quote(
+        self, account: int, debt_symbol: str, collateral_symbol: str
+    ) -> LiquidationQuote:
+        """The terms :meth:`liquidate` would give a call on ``account`` now; changes nothing.
+
+        The same checks and caps as :meth:`liquidate` before it looks at the liquidator's
+        wallet and the collateral held: health (or the policy's early terms), the pause of a
+        circuit breaker, the close factor, the policy's cap (a gradual slice, an early share)
+        and the bonus (the policy's, else the collateral reserve's). Bots read it through
+        :meth:`marginsim.protocols.view.ProtocolsView.liquidation_quote`.
+
+        Raises:
+            KeyError: If the pool has no such reserve.
+        """
+        rd, rc = self._by_symbol[debt_symbol], self._by_symbol[collateral_symbol]
+        acc = int(account)
+        policy = self.policy
+        if policy is not None and policy.paused(self.step):
+            return LiquidationQuote("liquidations are paused", paused=True)
+        coll, debt = self._position(acc)
+        if debt[rd.index] == 0:
+            return LiquidationQuote(f"account {acc} owes no {rd.symbol}")
+        values, missing = self._values(coll, debt)
+        if values is None:
+            return LiquidationQuote(f"no price for {missing}")
+        hf = values.health_factor
+        assert hf is not None  # the account has debt
+        owed = _ceil_div(debt[rd.index] * self._borrow_index[rd.index], RAY)
+        terms = None
+        if policy is not None:
+            terms = policy.quote(self.step, acc, hf, rd.symbol, owed, rc.liquidation_bonus)
+            if terms.refusal is not None:
+                return LiquidationQuote(terms.refusal)
+        if hf >= 1 and (terms is None or not terms.early):
+            return LiquidationQuote(f"health factor {float(hf):.12g} >= 1")
+        full_close = self._full_close_below > 0 and hf < self._full_close_below
+        max_repay = min(owed, _ceil(owed * (Fraction(1) if full_close else self._close_factor)))
+        bonus = rc.liquidation_bonus
+        if terms is not None:
+            if terms.max_repay_units is not None:
+                max_repay = min(max_repay, terms.max_repay_units)
+            if terms.bonus is not None:
+                bonus = terms.bonus
+        return LiquidationQuote(None, max_repay, bonus, bool(terms is not None and terms.early))
 
     def _scale_requirement(self, m: float) -> None:
         adjust_ltv = bool(getattr(getattr(self.policy, "config", None), "adjust_ltv", False))

@@ -1,4 +1,4 @@
-"""Liquidation policies: static, dynamic margin, gradual, predictive and circuit breaker.
+"""Liquidation policies: static, dynamic margin, gradual, predictive, breaker, integrated.
 
 A policy is attached to a lending pool (:class:`LendingPolicy`) or a perp venue
 (:class:`PerpPolicy`) and changes, through a few small hooks in those venues, *when* an account
@@ -23,6 +23,11 @@ oracles):
 * ``terms(step, account, hf, debt_symbol, owed_units)``: the most that may be repaid in this
   call and the bonus, or a refusal.
 * ``record(step, account, debt_symbol, repaid_units, early)``: a liquidation happened.
+* ``quote(...)``: the terms ``terms`` would give now, without changing any state: what
+  :meth:`LendingPool.liquidation_quote` shows the bots (through the read-only
+  :class:`marginsim.protocols.view.ProtocolsView`) so they size their calls to the slice.
+* ``bind_network(source)``: the model hands the ``integrated`` policy the holders'
+  combined health across the network (:meth:`ContagionMonitor.combined_health`).
 
 Who executes gradual slices: the liquidation bots, as for static liquidations. The pool
 only allows one slice per account and step and prices it (TWAP: the reserve's bonus; Dutch:
@@ -43,6 +48,7 @@ import collections
 import copy
 import dataclasses
 import math
+from collections.abc import Callable
 from fractions import Fraction
 from statistics import NormalDist
 
@@ -52,6 +58,7 @@ from marginsim.config import (
     CircuitBreakerPolicyConfig,
     DynamicMarginPolicyConfig,
     GradualPolicyConfig,
+    IntegratedPolicyConfig,
     PredictivePolicyConfig,
     StaticPolicyConfig,
 )
@@ -61,7 +68,9 @@ __all__ = [
     "CircuitBreaker",
     "DynamicMargin",
     "GradualLiquidation",
+    "IntegratedLiquidation",
     "LiquidationPolicy",
+    "LiquidationQuote",
     "LiquidationTerms",
     "PredictiveLiquidation",
     "VolatilityForecaster",
@@ -209,6 +218,31 @@ class LiquidationTerms:
 _ALLOW = LiquidationTerms()
 
 
+@dataclasses.dataclass(frozen=True)
+class LiquidationQuote:
+    """The terms a pool would give one liquidation call now (read-only; for the bots).
+
+    Attributes:
+        refusal: Why the pool would refuse it (``None``: allowed).
+        max_repay_units: Most the call may repay of the debt (close factor and policy cap;
+            0 when refused).
+        bonus: Bonus on the collateral (the policy's or the reserve's).
+        early: A healthy account that the policy lets be liquidated early.
+        paused: Liquidations of the pool are paused in this step (circuit breaker).
+    """
+
+    refusal: str | None
+    max_repay_units: int = 0
+    bonus: Fraction = Fraction(0)
+    early: bool = False
+    paused: bool = False
+
+    @property
+    def allowed(self) -> bool:
+        """Whether the call would be accepted (given funds and collateral)."""
+        return self.refusal is None
+
+
 class LiquidationPolicy:
     """Base of the policies: no-op hooks and the event rows.
 
@@ -220,6 +254,8 @@ class LiquidationPolicy:
     kind = "static"
     #: The policy needs every account's health factor in :meth:`observe`.
     needs_health = False
+    #: Attributes that are not state (a flash-loan snapshot neither copies nor restores them).
+    _not_state: tuple[str, ...] = ("rows", "config")
 
     def __init__(self, protocol: str, step_seconds: float) -> None:
         self.protocol = protocol
@@ -229,7 +265,7 @@ class LiquidationPolicy:
 
     def snapshot_state(self) -> dict[str, object]:
         """A copy of the mutable state (a flash loan that fails restores it)."""
-        state = {k: copy.deepcopy(v) for k, v in vars(self).items() if k not in ("rows", "config")}
+        state = {k: copy.deepcopy(v) for k, v in vars(self).items() if k not in self._not_state}
         state["rows"] = len(self.rows)
         return state
 
@@ -287,6 +323,24 @@ class LiquidationPolicy:
             reserve_bonus: The collateral reserve's own bonus.
         """
         return _ALLOW
+
+    def quote(
+        self,
+        step: int,
+        account: int,
+        health_factor: Fraction,
+        debt_symbol: str,
+        owed_units: int,
+        reserve_bonus: Fraction,
+    ) -> LiquidationTerms:
+        """What :meth:`terms` would return now, changing no state (same arguments).
+
+        The base delegates to :meth:`terms`; policies whose ``terms`` keeps state override it.
+        """
+        return self.terms(step, account, health_factor, debt_symbol, owed_units, reserve_bonus)
+
+    def bind_network(self, source: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]) -> None:
+        """Receive the network's combined-health reader (only ``integrated`` uses it)."""
 
     def record(
         self, step: int, account: int, debt_symbol: str, repaid_units: int, early: bool
@@ -520,6 +574,34 @@ class GradualLiquidation(LiquidationPolicy):
         bonus = self.bonus(step, sched.start_step, reserve_bonus)
         return LiquidationTerms(max_repay_units=room, bonus=bonus)
 
+    def quote(
+        self,
+        step: int,
+        account: int,
+        health_factor: Fraction,
+        debt_symbol: str,
+        owed_units: int,
+        reserve_bonus: Fraction,
+    ) -> LiquidationTerms:
+        """This step's slice as :meth:`terms` computes it, without starting or moving a schedule."""
+        if health_factor >= 1:
+            return _ALLOW
+        sched = self.schedules.get(account)
+        start, done, allowance, repaid = int(step), 0, None, 0
+        if sched is not None:
+            start, done = sched.start_step, sched.slices_done
+            if sched.step == step:
+                allowance = sched.allowance.get(debt_symbol)
+                repaid = sched.repaid.get(debt_symbol, 0)
+            elif sched.step >= 0 and any(sched.repaid.values()):
+                done += 1  # the slice of an earlier step is counted at the first call
+        if allowance is None:
+            allowance = -(-owed_units // max(self.config.slices - done, 1))
+        room = allowance - repaid
+        if room <= 0:
+            return LiquidationTerms(refusal=f"this step's slice of account {account} is used up")
+        return LiquidationTerms(max_repay_units=room, bonus=self.bonus(step, start, reserve_bonus))
+
     def record(
         self, step: int, account: int, debt_symbol: str, repaid_units: int, early: bool
     ) -> None:
@@ -608,7 +690,12 @@ class PredictiveLiquidation(LiquidationPolicy):
         """Early terms for a healthy account below the trigger; static terms when unhealthy."""
         if health_factor < 1:
             return _ALLOW
-        if float(health_factor) >= self.trigger_health() or account in self._done(step):
+        return self._early_terms(account, health_factor, owed_units, self._done(step))
+
+    def _early_terms(
+        self, account: int, health_factor: Fraction, owed_units: int, done: set[int]
+    ) -> LiquidationTerms:
+        if float(health_factor) >= self.trigger_health() or account in done:
             return LiquidationTerms(
                 refusal=f"health factor {float(health_factor):.6g} >= 1 and not at risk (trigger "
                 f"{self.trigger_health():.6g}), or already deleveraged early in this step"
@@ -617,6 +704,137 @@ class PredictiveLiquidation(LiquidationPolicy):
         return LiquidationTerms(
             max_repay_units=min(owed_units, share), bonus=self._bonus, early=True
         )
+
+    def quote(
+        self,
+        step: int,
+        account: int,
+        health_factor: Fraction,
+        debt_symbol: str,
+        owed_units: int,
+        reserve_bonus: Fraction,
+    ) -> LiquidationTerms:
+        """:meth:`terms` without resetting the per-step record of early liquidations."""
+        if health_factor < 1:
+            return _ALLOW
+        done = self._early_done if self._early_step == step else set()
+        return self._early_terms(account, health_factor, owed_units, done)
+
+    def record(
+        self, step: int, account: int, debt_symbol: str, repaid_units: int, early: bool
+    ) -> None:
+        """Remember an early liquidation (one per account and step)."""
+        if early:
+            self._done(step).add(int(account))
+            self._row(step, "early", account, repaid_units)
+
+
+#: Reads ``(combined health, pools owed)`` of holders across the network (see
+#: :meth:`marginsim.protocols.contagion.ContagionMonitor.combined_health`).
+NetworkHealthSource = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+class IntegratedLiquidation(LiquidationPolicy):
+    """Integrated cross-protocol monitoring: early liquidation on the network-wide health.
+
+    The pool reads each holder's combined health across every lending pool of the run,
+    ``H = sum_p C_p / sum_p D_p`` over the pools ``p`` the holder owes in (collateral and debt
+    values at each pool's prices, no thresholds: the contagion monitor's cross-protocol
+    account view). An account with ``HF >= 1`` in this pool, debt in at least
+    ``min_protocols`` pools and ``H < threshold`` is listed as liquidatable, and one call per
+    step may repay up to ``ceil(owed * early_close_factor)`` at ``early_bonus``. Unhealthy
+    accounts keep the static terms. ``H`` is read live (each scan and each call), so a loss in
+    another pool during the liquidation rounds reaches this pool at once.
+
+    Before :meth:`bind_network` (a pool used alone, outside a model) no account is at risk:
+    the policy then behaves as ``static``.
+    """
+
+    kind = "integrated"
+    _not_state = ("rows", "config", "_source")
+
+    def __init__(self, protocol: str, step_seconds: float, config: IntegratedPolicyConfig):
+        super().__init__(protocol, step_seconds)
+        self.config = config
+        self._source: NetworkHealthSource | None = None
+        self._early_done: set[int] = set()
+        self._early_step = -1
+        self._bonus = Fraction(repr(config.early_bonus))
+        self._share = Fraction(repr(config.early_close_factor))
+
+    def bind_network(self, source: NetworkHealthSource) -> None:
+        """Read combined health through ``source(holders) -> (health, pools_owed)``."""
+        self._source = source
+
+    def at_risk(self, holders: np.ndarray) -> np.ndarray:
+        """Which ``holders`` owe in >= ``min_protocols`` pools with combined health < threshold."""
+        holders = np.asarray(holders, dtype=np.int64)
+        if self._source is None or holders.size == 0:
+            return np.zeros(holders.shape, dtype=bool)
+        health, owed_in = self._source(holders)
+        # NaN (a price missing somewhere) compares False: never at risk on a missing price.
+        return (owed_in >= self.config.min_protocols) & (health < self.config.threshold)
+
+    def _done(self, step: int) -> set[int]:
+        if self._early_step != step:
+            self._early_step = step
+            self._early_done = set()
+        return self._early_done
+
+    def liquidatable_mask(
+        self, step: int, holders: np.ndarray, health: np.ndarray, flagged: np.ndarray
+    ) -> np.ndarray:
+        """Add healthy accounts at risk across the network (once per step each)."""
+        candidates = (health >= 1.0) & ~flagged
+        if not candidates.any():
+            return flagged
+        early = np.zeros_like(flagged)
+        early[candidates] = self.at_risk(holders[candidates])
+        done = self._early_done if self._early_step == step else set()
+        if done:
+            early &= ~np.isin(holders, np.fromiter(done, dtype=np.int64))
+        return flagged | early
+
+    def _early_terms(self, account: int, owed_units: int, done: set[int]) -> LiquidationTerms:
+        if account in done or not bool(self.at_risk(np.array([account]))[0]):
+            return LiquidationTerms(
+                refusal=f"account {account} is healthy here and not at risk across the network "
+                f"(combined health >= {self.config.threshold} or owes in fewer than "
+                f"{self.config.min_protocols} pools), or was deleveraged early in this step"
+            )
+        share = -(-owed_units * self._share.numerator // self._share.denominator)
+        return LiquidationTerms(
+            max_repay_units=min(owed_units, share), bonus=self._bonus, early=True
+        )
+
+    def terms(
+        self,
+        step: int,
+        account: int,
+        health_factor: Fraction,
+        debt_symbol: str,
+        owed_units: int,
+        reserve_bonus: Fraction,
+    ) -> LiquidationTerms:
+        """Early terms for a healthy account at risk across the network; static when unhealthy."""
+        if health_factor < 1:
+            return _ALLOW
+        return self._early_terms(account, owed_units, self._done(step))
+
+    def quote(
+        self,
+        step: int,
+        account: int,
+        health_factor: Fraction,
+        debt_symbol: str,
+        owed_units: int,
+        reserve_bonus: Fraction,
+    ) -> LiquidationTerms:
+        """:meth:`terms` without resetting the per-step record of early liquidations."""
+        if health_factor < 1:
+            return _ALLOW
+        done = self._early_done if self._early_step == step else set()
+        return self._early_terms(account, owed_units, done)
 
     def record(
         self, step: int, account: int, debt_symbol: str, repaid_units: int, early: bool
@@ -633,7 +851,8 @@ def make_policy(
     | DynamicMarginPolicyConfig
     | GradualPolicyConfig
     | PredictivePolicyConfig
-    | CircuitBreakerPolicyConfig,
+    | CircuitBreakerPolicyConfig
+    | IntegratedPolicyConfig,
     step_seconds: float,
 ) -> LiquidationPolicy | None:
     """The policy a config asks for; ``None`` for ``static`` (the venue's own rules).
@@ -651,4 +870,6 @@ def make_policy(
         return PredictiveLiquidation(protocol, step_seconds, config)
     if isinstance(config, CircuitBreakerPolicyConfig):
         return CircuitBreaker(protocol, step_seconds, config)
+    if isinstance(config, IntegratedPolicyConfig):
+        return IntegratedLiquidation(protocol, step_seconds, config)
     return None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,8 +18,32 @@ if TYPE_CHECKING:
     from marginsim.protocols.events import AccountExposures, LiquidationPrices
     from marginsim.protocols.lending import LendingPool, LiquidatableAccounts, ReserveInfo
     from marginsim.protocols.perp import PerpVenue
+    from marginsim.protocols.policies import LiquidationQuote
 
-__all__ = ["ProtocolsView"]
+__all__ = ["ProtocolsView", "Redemption"]
+
+#: Scale of the liquidity indexes (27 decimals, as Aave's ray); equal to lending.RAY.
+_RAY = 10**27
+
+
+@dataclasses.dataclass(frozen=True)
+class Redemption:
+    """What seized claim tokens turn into when redeemed at their issuers now (a preview).
+
+    Attributes:
+        asset: Ledger id of what the holder ends up with to sell (the underlying at the end
+            of a chain of receipt tokens; the asset itself when it is no receipt token).
+        units: Units of ``asset``.
+        price: Price of one human unit of ``asset`` (the last issuer's price; ``None`` when
+            ``asset`` is not a redeemed underlying, or it has no price).
+        kept_value: Value (quote human units) of the claim tokens the issuers' liquidity cannot
+            pay now: they stay with the holder, valued at exchange rate x underlying price.
+    """
+
+    asset: int
+    units: int
+    price: float | None = None
+    kept_value: float = 0.0
 
 
 class ProtocolsView:
@@ -45,6 +71,21 @@ class ProtocolsView:
         self._cdps = cdps
         self._perps = perps or {}
         self._perp_bases = dict(perp_bases or {})
+        self._receipts: dict[int, tuple[str, str]] = {}
+        self._wrapped: frozenset[int] = frozenset()
+
+    def set_claims(
+        self, receipts: Mapping[int, tuple[str, str]], wrapped: Iterable[int] = ()
+    ) -> None:
+        """Tell the view which ledger assets are claims on another protocol (model set-up).
+
+        Args:
+            receipts: Ledger id of a pool's receipt token -> ``(issuing pool, underlying
+                symbol)`` (the model's ``receipt_of_asset``).
+            wrapped: Ledger ids of bridges' wrapped assets.
+        """
+        self._receipts = dict(receipts)
+        self._wrapped = frozenset(int(a) for a in wrapped)
 
     @property
     def lending_names(self) -> tuple[str, ...]:
@@ -70,9 +111,12 @@ class ProtocolsView:
         return self._lending[pool].debt_units(holder, symbol)
 
     def reserve_price(self, pool: str, symbol: str) -> float | None:
-        """The price ``pool`` values ``symbol`` at now (``None``: no price)."""
-        pool_obj = self._lending[pool]
-        return pool_obj.prices.price(pool_obj.reserve(symbol).price_ref)
+        """The price ``pool`` values ``symbol`` at now (``None``: no price).
+
+        For a claim reserve (another pool's receipt token, a bridge's wrapped asset) it is
+        the oracle price times the exchange rate, as in the pool's health factors.
+        """
+        return self._lending[pool].reserve_price(symbol)
 
     def health_factors(self, pool: str, holders: np.ndarray) -> np.ndarray:
         """Health factors of many accounts of ``pool`` in one vectorised scan.
@@ -110,6 +154,52 @@ class ProtocolsView:
         if health_factor < cfg.full_close_below_hf:
             return 1.0
         return cfg.close_factor
+
+    def liquidation_quote(
+        self, pool: str, account: int, debt_symbol: str, collateral_symbol: str
+    ) -> LiquidationQuote:
+        """The terms ``pool`` would give a liquidation of ``account`` now (its policy's).
+
+        Most repayable this call (close factor and the policy's cap: a gradual slice, an
+        early share), the bonus, whether it is an early liquidation, or why it would be
+        refused (``paused`` under a circuit breaker). See
+        :meth:`marginsim.protocols.lending.LendingPool.liquidation_quote`.
+        """
+        return self._lending[pool].liquidation_quote(account, debt_symbol, collateral_symbol)
+
+    def liquidations_paused(self, pool: str) -> bool:
+        """Whether ``pool``'s liquidation policy pauses liquidations in this step."""
+        p = self._lending[pool]
+        return p.policy is not None and p.policy.paused(p.step)
+
+    def is_wrapped(self, asset: int) -> bool:
+        """Whether ledger ``asset`` is a bridge's wrapped asset."""
+        return int(asset) in self._wrapped
+
+    def redemption(self, asset: int, units: int) -> Redemption:
+        """Preview what ``units`` of ``asset`` become when redeemed at their issuers now.
+
+        Follows chains of receipt tokens as the model's claim redemption does: at each issuer
+        the holder withdraws ``min(units x liquidity index, the issuer's available
+        liquidity)`` of the underlying; what liquidity cannot pay stays a claim, valued at
+        its exchange rate x the underlying's price (``kept_value``). Nothing changes.
+        """
+        asset, units = int(asset), int(units)
+        price: float | None = None
+        kept = 0.0
+        while asset in self._receipts and units > 0:
+            issuer, underlying = self._receipts[asset]
+            pool = self._lending[issuer]
+            res = pool.reserve(underlying)
+            worth = units * pool.liquidity_index_ray(underlying) // _RAY
+            amount = min(worth, pool.available_units(underlying))
+            p = pool.reserve_price(underlying)
+            unit_price = math.nan if p is None else p
+            if amount <= 0:
+                return Redemption(asset, 0, None, kept + worth / res.unit * unit_price)
+            kept += (worth - amount) / res.unit * unit_price
+            asset, units, price = res.asset, amount, p
+        return Redemption(asset, units, price, kept)
 
     def flash_loan_fee(self, pool: str) -> float | None:
         """Flash-loan fee rate of ``pool``; ``None`` when it offers no flash loans."""

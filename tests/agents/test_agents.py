@@ -1,6 +1,7 @@
 """Agents decide from the view they are given: exact quotes, sizes and liquidation sizing."""
 
 import math
+from fractions import Fraction
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,6 +14,8 @@ from marginsim.config import Dist, LiquidatorsConfig, MarketMakersConfig
 from marginsim.experiments.scenarios import load_scenario
 from marginsim.market.engine import OrderKind
 from marginsim.model import MarginModel
+from marginsim.protocols.policies import LiquidationQuote
+from marginsim.protocols.view import Redemption
 
 
 class FakeView:
@@ -170,6 +173,22 @@ class FakeProtocols:
 
     def reserve_price(self, pool, symbol):
         return 1.0 if symbol == "USDC" else self.p_coll
+
+    # Static terms, as a pool without a policy quotes them: the close factor (rounded up by
+    # the pool) and the collateral reserve's bonus.
+    def liquidation_quote(self, pool, account, debt_symbol, collateral_symbol):
+        share = self.max_repay_share(pool, self.hf)
+        bonus = Fraction(repr(self.reserve(pool, collateral_symbol).liquidation_bonus))
+        return LiquidationQuote(None, math.ceil(self.owed * share), bonus)
+
+    def liquidations_paused(self, pool):
+        return False
+
+    def is_wrapped(self, asset):
+        return False
+
+    def redemption(self, asset, units):
+        return Redemption(asset, units)
 
 
 def liquidator(**cfg):
