@@ -352,6 +352,19 @@ def _reference_variance(annual_volatility: float, step_seconds: float) -> float:
     return annual_volatility**2 * step_seconds / SECONDS_PER_YEAR
 
 
+def _forecaster(
+    config: DynamicMarginPolicyConfig | PredictivePolicyConfig, step_seconds: float
+) -> VolatilityForecaster:
+    """The volatility forecaster a policy's estimator settings describe."""
+    return VolatilityForecaster(
+        config.estimator,
+        _reference_variance(config.reference_volatility, step_seconds),
+        config.ewma_lambda,
+        config.garch_alpha,
+        config.garch_beta,
+    )
+
+
 class DynamicMargin(LiquidationPolicy):
     """Dynamic margin: the requirement multiplier follows the volatility forecast.
 
@@ -366,13 +379,7 @@ class DynamicMargin(LiquidationPolicy):
     def __init__(self, protocol: str, step_seconds: float, config: DynamicMarginPolicyConfig):
         super().__init__(protocol, step_seconds)
         self.config = config
-        self.forecaster = VolatilityForecaster(
-            config.estimator,
-            _reference_variance(config.reference_volatility, step_seconds),
-            config.ewma_lambda,
-            config.garch_alpha,
-            config.garch_beta,
-        )
+        self.forecaster = _forecaster(config, step_seconds)
 
     def target(self) -> float:
         """Unclipped target multiplier from the current forecast."""
@@ -615,50 +622,27 @@ class GradualLiquidation(LiquidationPolicy):
         self._row(step, "slice", account, repaid_units)
 
 
-class PredictiveLiquidation(LiquidationPolicy):
-    """Predictive liquidation: early, smaller, cheaper deleveraging of accounts at risk.
+class _EarlyLiquidation(LiquidationPolicy):
+    """Shared rules of the policies that deleverage healthy accounts early (once per step).
 
-    With ``sigma`` the one-step volatility forecast (EWMA or GARCH, updated in
-    :meth:`observe`), an account with ``1 <= HF < h*`` where ``h* = exp(sigma * sqrt(k) *
-    Phi^-1(1 - p*/2))`` has a crossing probability :func:`crossing_probability` of at least
-    ``p* = trigger_probability`` within ``k = horizon_steps``: it is listed as liquidatable
-    and one call per step may repay up to ``ceil(owed * early_close_factor)`` at
-    ``early_bonus``. Unhealthy accounts keep the static terms.
+    A subclass says which healthy accounts are at risk (:meth:`liquidatable_mask` and
+    :meth:`_refusal`); this class gives them one call per step that may repay up to
+    ``ceil(owed * early_close_factor)`` at ``early_bonus``, and keeps unhealthy accounts on
+    the static terms.
     """
 
-    kind = "predictive"
-
-    def __init__(self, protocol: str, step_seconds: float, config: PredictivePolicyConfig):
+    def __init__(
+        self,
+        protocol: str,
+        step_seconds: float,
+        config: PredictivePolicyConfig | IntegratedPolicyConfig,
+    ):
         super().__init__(protocol, step_seconds)
         self.config = config
-        self.forecaster = VolatilityForecaster(
-            config.estimator,
-            _reference_variance(config.reference_volatility, step_seconds),
-            config.ewma_lambda,
-            config.garch_alpha,
-            config.garch_beta,
-        )
         self._early_done: set[int] = set()
         self._early_step = -1
         self._bonus = Fraction(repr(config.early_bonus))
         self._share = Fraction(repr(config.early_close_factor))
-
-    def observe(
-        self,
-        step: int,
-        price: float | None,
-        holders: np.ndarray | None = None,
-        health: np.ndarray | None = None,
-    ) -> None:
-        """Update the volatility forecast."""
-        self.forecaster.observe(price)
-
-    def trigger_health(self) -> float:
-        """``h*``: healthy accounts below it have a crossing probability >= the trigger."""
-        k = self.config.horizon_steps
-        sigma_k = math.sqrt(max(self.forecaster.horizon_variance(k), 0.0))
-        p = self.config.trigger_probability
-        return math.exp(sigma_k * NormalDist().inv_cdf(1.0 - p / 2.0)) if p < 1 else 1.0
 
     def _done(self, step: int) -> set[int]:
         if self._early_step != step:
@@ -666,17 +650,22 @@ class PredictiveLiquidation(LiquidationPolicy):
             self._early_done = set()
         return self._early_done
 
-    def liquidatable_mask(
-        self, step: int, holders: np.ndarray, health: np.ndarray, flagged: np.ndarray
-    ) -> np.ndarray:
-        """Add healthy accounts below the trigger health factor (once per step each)."""
-        early = (health >= 1.0) & (health < self.trigger_health())
-        if not early.any():
-            return flagged
-        done = self._done(step)
-        if done:
-            early &= ~np.isin(holders, np.fromiter(done, dtype=np.int64))
-        return flagged | early
+    def _refusal(self, account: int, health_factor: Fraction) -> str | None:
+        """Why a healthy ``account`` may not be deleveraged early now (``None``: it may)."""
+        raise NotImplementedError
+
+    def _early_terms(
+        self, account: int, health_factor: Fraction, owed_units: int, done: set[int]
+    ) -> LiquidationTerms:
+        refusal = self._refusal(account, health_factor)
+        if refusal is None and account in done:
+            refusal = f"account {account} was already deleveraged early in this step"
+        if refusal is not None:
+            return LiquidationTerms(refusal=refusal)
+        share = -(-owed_units * self._share.numerator // self._share.denominator)
+        return LiquidationTerms(
+            max_repay_units=min(owed_units, share), bonus=self._bonus, early=True
+        )
 
     def terms(
         self,
@@ -687,23 +676,10 @@ class PredictiveLiquidation(LiquidationPolicy):
         owed_units: int,
         reserve_bonus: Fraction,
     ) -> LiquidationTerms:
-        """Early terms for a healthy account below the trigger; static terms when unhealthy."""
+        """Early terms for a healthy account at risk; the static terms when unhealthy."""
         if health_factor < 1:
             return _ALLOW
         return self._early_terms(account, health_factor, owed_units, self._done(step))
-
-    def _early_terms(
-        self, account: int, health_factor: Fraction, owed_units: int, done: set[int]
-    ) -> LiquidationTerms:
-        if float(health_factor) >= self.trigger_health() or account in done:
-            return LiquidationTerms(
-                refusal=f"health factor {float(health_factor):.6g} >= 1 and not at risk (trigger "
-                f"{self.trigger_health():.6g}), or already deleveraged early in this step"
-            )
-        share = -(-owed_units * self._share.numerator // self._share.denominator)
-        return LiquidationTerms(
-            max_repay_units=min(owed_units, share), bonus=self._bonus, early=True
-        )
 
     def quote(
         self,
@@ -729,12 +705,69 @@ class PredictiveLiquidation(LiquidationPolicy):
             self._row(step, "early", account, repaid_units)
 
 
+class PredictiveLiquidation(_EarlyLiquidation):
+    """Predictive liquidation: early, smaller, cheaper deleveraging of accounts at risk.
+
+    With ``sigma`` the one-step volatility forecast (EWMA or GARCH, updated in
+    :meth:`observe`), an account with ``1 <= HF < h*`` where ``h* = exp(sigma * sqrt(k) *
+    Phi^-1(1 - p*/2))`` has a crossing probability :func:`crossing_probability` of at least
+    ``p* = trigger_probability`` within ``k = horizon_steps``: it is listed as liquidatable
+    and one call per step may repay up to ``ceil(owed * early_close_factor)`` at
+    ``early_bonus``. Unhealthy accounts keep the static terms.
+    """
+
+    kind = "predictive"
+
+    def __init__(self, protocol: str, step_seconds: float, config: PredictivePolicyConfig):
+        super().__init__(protocol, step_seconds, config)
+        self.config: PredictivePolicyConfig = config
+        self.forecaster = _forecaster(config, step_seconds)
+
+    def observe(
+        self,
+        step: int,
+        price: float | None,
+        holders: np.ndarray | None = None,
+        health: np.ndarray | None = None,
+    ) -> None:
+        """Update the volatility forecast."""
+        self.forecaster.observe(price)
+
+    def trigger_health(self) -> float:
+        """``h*``: healthy accounts below it have a crossing probability >= the trigger."""
+        k = self.config.horizon_steps
+        sigma_k = math.sqrt(max(self.forecaster.horizon_variance(k), 0.0))
+        p = self.config.trigger_probability
+        return math.exp(sigma_k * NormalDist().inv_cdf(1.0 - p / 2.0)) if p < 1 else 1.0
+
+    def liquidatable_mask(
+        self, step: int, holders: np.ndarray, health: np.ndarray, flagged: np.ndarray
+    ) -> np.ndarray:
+        """Add healthy accounts below the trigger health factor (once per step each)."""
+        early = (health >= 1.0) & (health < self.trigger_health())
+        if not early.any():
+            return flagged
+        done = self._done(step)
+        if done:
+            early &= ~np.isin(holders, np.fromiter(done, dtype=np.int64))
+        return flagged | early
+
+    def _refusal(self, account: int, health_factor: Fraction) -> str | None:
+        trigger = self.trigger_health()
+        if float(health_factor) >= trigger:
+            return (
+                f"health factor {float(health_factor):.6g} >= 1 and not at risk "
+                f"(trigger {trigger:.6g})"
+            )
+        return None
+
+
 #: Reads ``(combined health, pools owed)`` of holders across the network (see
 #: :meth:`marginsim.protocols.contagion.ContagionMonitor.combined_health`).
 NetworkHealthSource = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-class IntegratedLiquidation(LiquidationPolicy):
+class IntegratedLiquidation(_EarlyLiquidation):
     """Integrated cross-protocol monitoring: early liquidation on the network-wide health.
 
     The pool reads each holder's combined health across every lending pool of the run,
@@ -754,13 +787,9 @@ class IntegratedLiquidation(LiquidationPolicy):
     _not_state = ("rows", "config", "_source")
 
     def __init__(self, protocol: str, step_seconds: float, config: IntegratedPolicyConfig):
-        super().__init__(protocol, step_seconds)
-        self.config = config
+        super().__init__(protocol, step_seconds, config)
+        self.config: IntegratedPolicyConfig = config
         self._source: NetworkHealthSource | None = None
-        self._early_done: set[int] = set()
-        self._early_step = -1
-        self._bonus = Fraction(repr(config.early_bonus))
-        self._share = Fraction(repr(config.early_close_factor))
 
     def bind_network(self, source: NetworkHealthSource) -> None:
         """Read combined health through ``source(holders) -> (health, pools_owed)``."""
@@ -774,12 +803,6 @@ class IntegratedLiquidation(LiquidationPolicy):
         health, owed_in = self._source(holders)
         # NaN (a price missing somewhere) compares False: never at risk on a missing price.
         return (owed_in >= self.config.min_protocols) & (health < self.config.threshold)
-
-    def _done(self, step: int) -> set[int]:
-        if self._early_step != step:
-            self._early_step = step
-            self._early_done = set()
-        return self._early_done
 
     def liquidatable_mask(
         self, step: int, holders: np.ndarray, health: np.ndarray, flagged: np.ndarray
@@ -795,54 +818,14 @@ class IntegratedLiquidation(LiquidationPolicy):
             early &= ~np.isin(holders, np.fromiter(done, dtype=np.int64))
         return flagged | early
 
-    def _early_terms(self, account: int, owed_units: int, done: set[int]) -> LiquidationTerms:
-        if account in done or not bool(self.at_risk(np.array([account]))[0]):
-            return LiquidationTerms(
-                refusal=f"account {account} is healthy here and not at risk across the network "
-                f"(combined health >= {self.config.threshold} or owes in fewer than "
-                f"{self.config.min_protocols} pools), or was deleveraged early in this step"
-            )
-        share = -(-owed_units * self._share.numerator // self._share.denominator)
-        return LiquidationTerms(
-            max_repay_units=min(owed_units, share), bonus=self._bonus, early=True
+    def _refusal(self, account: int, health_factor: Fraction) -> str | None:
+        if bool(self.at_risk(np.array([account]))[0]):
+            return None
+        return (
+            f"account {account} is healthy here and not at risk across the network "
+            f"(combined health >= {self.config.threshold} or owes in fewer than "
+            f"{self.config.min_protocols} pools)"
         )
-
-    def terms(
-        self,
-        step: int,
-        account: int,
-        health_factor: Fraction,
-        debt_symbol: str,
-        owed_units: int,
-        reserve_bonus: Fraction,
-    ) -> LiquidationTerms:
-        """Early terms for a healthy account at risk across the network; static when unhealthy."""
-        if health_factor < 1:
-            return _ALLOW
-        return self._early_terms(account, owed_units, self._done(step))
-
-    def quote(
-        self,
-        step: int,
-        account: int,
-        health_factor: Fraction,
-        debt_symbol: str,
-        owed_units: int,
-        reserve_bonus: Fraction,
-    ) -> LiquidationTerms:
-        """:meth:`terms` without resetting the per-step record of early liquidations."""
-        if health_factor < 1:
-            return _ALLOW
-        done = self._early_done if self._early_step == step else set()
-        return self._early_terms(account, owed_units, done)
-
-    def record(
-        self, step: int, account: int, debt_symbol: str, repaid_units: int, early: bool
-    ) -> None:
-        """Remember an early liquidation (one per account and step)."""
-        if early:
-            self._done(step).add(int(account))
-            self._row(step, "early", account, repaid_units)
 
 
 def make_policy(
