@@ -16,6 +16,7 @@ instead of a silently ignored table.
 
 from __future__ import annotations
 
+import contextvars
 import fractions
 import math
 import tomllib
@@ -96,6 +97,14 @@ class ScenarioError(ValueError):
         lines = [f"{len(problems)} problem(s){where}:"]
         lines += [f"  {field}: {message}" for field, message in problems]
         super().__init__("\n".join(lines))
+
+
+#: True while :class:`Scenario` validates its repaired copy (the second pass that finds the
+#: cross-field problems): whole-table checks are skipped then. A context variable, set and
+#: reset around that one call, so concurrent validations in other threads are unaffected.
+_REPAIR_PASS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "marginsim_repair_pass", default=False
+)
 
 
 class _Frozen(BaseModel):
@@ -185,6 +194,8 @@ class InstrumentConfig(_Frozen):
 
     @model_validator(mode="after")
     def _base_is_not_quote(self) -> InstrumentConfig:
+        if _REPAIR_PASS.get():
+            return self
         if self.base == self.quote:
             raise ValueError(f"base and quote must differ, both are {self.base!r}")
         return self
@@ -239,6 +250,8 @@ class ExogenousConfig(_Frozen):
 
     @model_validator(mode="after")
     def _model_fields(self) -> ExogenousConfig:
+        if _REPAIR_PASS.get():
+            return self
         if self.model == "garch" and self.alpha + self.beta >= 1:
             raise ValueError(f"garch needs alpha + beta < 1, got {self.alpha} + {self.beta}")
         if self.model == "path" and (self.values is None) == (self.segments is None):
@@ -280,6 +293,8 @@ class ShockConfig(_Frozen):
 
     @model_validator(mode="after")
     def _kind_fields(self) -> ShockConfig:
+        if _REPAIR_PASS.get():
+            return self
         if self.kind == "fundamental_jump" and self.size <= -1:
             raise ValueError(f"a fundamental_jump size must be > -1, got {self.size}")
         if self.kind == "sell_order" and (self.instrument is None or self.size == 0):
@@ -320,6 +335,8 @@ class OracleConfig(_Frozen):
 
     @model_validator(mode="after")
     def _sources(self) -> OracleConfig:
+        if _REPAIR_PASS.get():
+            return self
         if self.kind == "median" and len(self.sources) < 1:
             raise ValueError("a median oracle needs at least one entry in 'sources'")
         return self
@@ -380,6 +397,8 @@ class ReserveConfig(_Frozen):
 
     @model_validator(mode="after")
     def _thresholds(self) -> ReserveConfig:
+        if _REPAIR_PASS.get():
+            return self
         if self.liquidation_threshold < self.ltv:
             raise ValueError(
                 f"liquidation_threshold must be >= ltv, got {self.liquidation_threshold} "
@@ -424,6 +443,8 @@ class _VolatilityParams(_Frozen):
 
     @model_validator(mode="after")
     def _stationary(self) -> _VolatilityParams:
+        if _REPAIR_PASS.get():
+            return self
         if self.garch_alpha + self.garch_beta >= 1:
             raise ValueError(
                 "garch_alpha + garch_beta must be < 1 (a stationary GARCH), got "
@@ -650,6 +671,8 @@ class LendingConfig(_Frozen):
 
     @model_validator(mode="after")
     def _policy_fits(self) -> LendingConfig:
+        if _REPAIR_PASS.get():
+            return self
         policy = self.liquidation_policy
         asset = getattr(policy, "asset", "")
         if asset and asset not in self.reserves:
@@ -800,6 +823,8 @@ class PerpConfig(_Frozen):
 
     @model_validator(mode="after")
     def _policy_fits(self) -> PerpConfig:
+        if _REPAIR_PASS.get():
+            return self
         policy = self.liquidation_policy
         if getattr(policy, "asset", ""):
             raise ValueError(
@@ -919,6 +944,8 @@ class Dist(_Frozen):
 
     @model_validator(mode="after")
     def _bounds(self) -> Dist:
+        if _REPAIR_PASS.get():
+            return self
         if self.dist == "uniform" and not self.low < self.high:
             raise ValueError(f"uniform needs low < high, got low={self.low}, high={self.high}")
         if self.min is not None and self.max is not None and self.min > self.max:
@@ -1101,6 +1128,8 @@ class PerpTradersConfig(_Frozen):
 
     @model_validator(mode="after")
     def _shares(self) -> PerpTradersConfig:
+        if _REPAIR_PASS.get():
+            return self
         if self.trend_share + self.contrarian_share > 1 + 1e-12:
             raise ValueError(
                 f"trend_share + contrarian_share must be <= 1, got "
@@ -1488,6 +1517,8 @@ class BasisArbitrageursConfig(_Frozen):
 
     @model_validator(mode="after")
     def _exit_below_entry(self) -> BasisArbitrageursConfig:
+        if _REPAIR_PASS.get():
+            return self
         if self.exit_bps >= self.entry_bps:
             raise ValueError(
                 f"exit_bps must be below entry_bps, got {self.exit_bps} >= {self.entry_bps}"
@@ -1699,16 +1730,26 @@ class Scenario(_Frozen):
         try:
             super().__init__(**data)
         except ValidationError as exc:
+            if _REPAIR_PASS.get():
+                raise
             problems = _problems(exc)
             # Cross-field checks run only on valid fields. To still report every problem at
             # once, drop the invalid values (their defaults stand in) and validate again;
-            # the cross-field problems that this second pass finds are added.
+            # the cross-field problems that this second pass finds are added. A table that
+            # failed only its own whole-table check (ltv above the threshold, say) is kept and
+            # its check skipped in that pass, so that the names it defines (a reserve, an
+            # instrument) stay known and no echo of the first problem is reported.
             repaired = _without_invalid_values(data, exc)
             if repaired is not None:
+                token = _REPAIR_PASS.set(True)
                 try:
                     Scenario(**repaired)
-                except ScenarioError as again:
-                    problems += [p for p in again.problems if p not in problems]
+                except ValidationError as again:
+                    problems += [p for p in _problems(again) if p not in problems]
+                except Exception:  # noqa: BLE001, S110 - a best-effort pass: the first
+                    pass  # pass's problems are reported whatever a skipped check let through
+                finally:
+                    _REPAIR_PASS.reset(token)
             raise ScenarioError(problems) from None
 
     # ---------------------------------------------------------------- cross-field checks
@@ -2347,7 +2388,6 @@ def _without_invalid_values(data: dict[str, Any], exc: ValidationError) -> dict[
     import copy
 
     repaired = copy.deepcopy(data)
-    removed = False
     for err in exc.errors(include_url=False):
         if err["type"] == "missing":
             return None
@@ -2359,14 +2399,15 @@ def _without_invalid_values(data: dict[str, Any], exc: ValidationError) -> dict[
             except (KeyError, IndexError, TypeError):
                 node = None
                 break
+        if err["type"] == "value_error" and isinstance(err["input"], dict) and loc:
+            # A whole table failed its own check: kept (its check is skipped in the repair
+            # pass) so the names it defines stay known to the cross-field checks.
+            continue
         if isinstance(node, dict) and loc and loc[-1] in node:
             del node[loc[-1]]
-            removed = True
         elif not loc:
             return None
-    # Nothing could be dropped (e.g. a whole list item failed its own check): a second pass
-    # would fail the same way forever.
-    return repaired if removed else None
+    return repaired
 
 
 def _without_policy_tag(loc: Any) -> tuple[Any, ...]:

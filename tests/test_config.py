@@ -202,3 +202,29 @@ source = "nope"
         "instruments[0].quote",
         "oracles.eth.source",
     ]
+
+
+def test_a_table_failing_its_own_check_is_not_echoed_by_the_cross_reference_pass():
+    # ltv above the threshold fails the WETH reserve's own check; the accounts that post WETH
+    # on aave must not then be reported as using an unknown reserve.
+    scenario = load_scenario("lending_cascade")
+    with pytest.raises(ScenarioError) as err:
+        scenario.with_overrides({"protocols.aave.reserves.WETH.ltv": 0.9, "run.stepz": 3})
+    assert err.value.problems == [
+        ("run.stepz", "unknown field (not part of the scenario format)"),
+        (
+            "protocols.aave.reserves.WETH",
+            "liquidation_threshold must be >= ltv, got 0.825 < 0.9",
+        ),
+    ]
+    # A cross-reference problem elsewhere is still found in the same pass.
+    with pytest.raises(ScenarioError) as err:
+        scenario.with_overrides(
+            {
+                "protocols.aave.reserves.WETH.ltv": 0.9,
+                "agents.lending_loopers.count": 5,
+                "agents.lending_loopers.pool": "nope",
+            }
+        )
+    fields = [field for field, _ in err.value.problems]
+    assert fields == ["protocols.aave.reserves.WETH", "agents.lending_loopers.pool"]
