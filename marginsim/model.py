@@ -1625,12 +1625,16 @@ class MarginModel(mesa.Model):
         ]
         frames += [(n, c.liquidations()) for n, c in self.cdps.items()]
         liquidations = [f.assign(round=marks.rounds(n, f)) for n, f in frames]
-        bad_debt = [
-            p.bad_debt_frame().rename(
-                columns={"covered_by_reserves": "covered", "borne_by_suppliers": "uncovered"}
-            )
-            for p in lending
-        ] + [c.bad_debt() for c in cdps]
+        bad_debt = (
+            [
+                p.bad_debt_frame().rename(
+                    columns={"covered_by_reserves": "covered", "borne_by_suppliers": "uncovered"}
+                )
+                for p in lending
+            ]
+            + [c.bad_debt() for c in cdps]
+            + [v.bad_debt_frame() for v in self.perps.values()]
+        )
         tables = {
             "trades": self.engine.trades_frame(),
             "swaps": _concat(swaps, _SWAP_COLUMNS),

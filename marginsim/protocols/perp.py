@@ -985,6 +985,7 @@ class PerpVenue:
         self._liquidations: list[tuple[Any, ...]] = []
         self._adl_rows: list[tuple[Any, ...]] = []
         self._funding_rows: list[tuple[Any, ...]] = []
+        self._bad_debt_rows: list[tuple[Any, ...]] = []
 
         fund = math.floor(_exact(config.insurance_fund) * self.unit)
         if fund > 0:
@@ -2333,6 +2334,18 @@ class PerpVenue:
         paid = min(shortfall, self._insurance_units)
         self._transfer(self.insurance_holder, self.margin_holder, paid)
         self._uncovered += shortfall - paid
+        if shortfall > 0:
+            self._bad_debt_rows.append(
+                (
+                    self.step,
+                    self.name,
+                    rec.account,
+                    self.config.settlement,
+                    shortfall,
+                    paid,
+                    shortfall - paid,
+                )
+            )
         self._liquidations.append(
             (
                 self.step,
@@ -2363,12 +2376,26 @@ class PerpVenue:
             self._transfer(self.insurance_holder, self.margin_holder, pay)
             self._wallet[a] += pay
             self._deficits_covered += pay
+            self._record_covered_deficit(a, pay)
         rows, ks = np.nonzero((self._iso[:n] < 0) & (self._size[:n] == 0))
         for a, k in zip(rows.tolist(), ks.tolist(), strict=True):
             pay = min(-int(self._iso[a, k]), self._insurance_units)
             self._transfer(self.insurance_holder, self.margin_holder, pay)
             self._iso[a, k] += pay
             self._deficits_covered += pay
+            self._record_covered_deficit(a, pay)
+
+    def _record_covered_deficit(self, slot: int, pay: int) -> None:
+        """A ``bad_debt`` row for a deficit the insurance fund paid (bad debt it covered).
+
+        A deficit the fund cannot pay yet stays on the account (a negative margin balance)
+        and is recorded when the fund pays it.
+        """
+        if pay > 0:
+            holder = int(self._holder[slot])
+            self._bad_debt_rows.append(
+                (self.step, self.name, holder, self.config.settlement, pay, pay, 0)
+            )
 
     def _repay_uncovered(self) -> None:
         pay = min(self._uncovered, self._insurance_units)
@@ -2404,7 +2431,12 @@ class PerpVenue:
                 self._uncovered,
                 self._deficits_covered,
             ),
-            events=(len(self._liquidations), len(self._adl_rows), len(self._funding_rows)),
+            events=(
+                len(self._liquidations),
+                len(self._adl_rows),
+                len(self._funding_rows),
+                len(self._bad_debt_rows),
+            ),
             step=self.step,
         )
 
@@ -2433,6 +2465,7 @@ class PerpVenue:
         del self._liquidations[snap.events[0] :]
         del self._adl_rows[snap.events[1] :]
         del self._funding_rows[snap.events[2] :]
+        del self._bad_debt_rows[snap.events[3] :]
         self.step = snap.step
 
     def check_invariants(self) -> None:
@@ -2566,6 +2599,15 @@ class PerpVenue:
         out["deficits_covered"] = self._deficits_covered / u
         return out
 
+    BAD_DEBT_COLUMNS = {
+        "step": "int64",
+        "protocol": "object",
+        "account": "int64",
+        "asset": "object",
+        "amount": "int64",
+        "covered": "int64",
+        "uncovered": "int64",
+    }
     ADL_COLUMNS = {
         "step": "int64",
         "protocol": "object",
@@ -2608,6 +2650,15 @@ class PerpVenue:
         (always false).
         """
         return self._frame(self._liquidations, LIQUIDATION_COLUMNS)
+
+    def bad_debt_frame(self) -> pd.DataFrame:
+        """Bad debt: liquidation shortfalls and deficits of flat accounts, in settlement units.
+
+        Columns: step, protocol, account (holder), asset (the settlement token), amount,
+        covered (paid by the insurance fund at once), uncovered (left to the fund's later
+        income, :meth:`metrics` ``uncovered_bad_debt``, or to auto-deleveraging).
+        """
+        return self._frame(self._bad_debt_rows, self.BAD_DEBT_COLUMNS)
 
     def adl_frame(self) -> pd.DataFrame:
         """Auto-deleveraging trades, one row per closed counterparty position part.
