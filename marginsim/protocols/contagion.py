@@ -205,9 +205,11 @@ class ContagionMonitor:
             self.bad_debt[name] += (bad - self._cdp_seen[name]) / unit
             self._cdp_seen[name] = bad
         for name, venue in self.perps.items():
-            deficits = int(venue._deficits_covered + venue._uncovered)
-            self.bad_debt[name] += (deficits - self._perp_seen[name]) / float(venue.unit)
-            self._perp_seen[name] = deficits
+            # Liquidation shortfalls (covered by the insurance fund or not) and deficits the
+            # fund paid: the venue's bad_debt rows, as lending pools count all written off.
+            units = venue.bad_debt_units()
+            self.bad_debt[name] += (units - self._perp_seen[name]) / float(venue.unit)
+            self._perp_seen[name] = units
         for name, bridge in self.bridges.items():
             if bridge.failed_step >= 0:
                 unit = 10.0 ** self.ledger.assets[bridge.wrapped].decimals

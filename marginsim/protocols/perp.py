@@ -2651,6 +2651,10 @@ class PerpVenue:
         """
         return self._frame(self._liquidations, LIQUIDATION_COLUMNS)
 
+    def bad_debt_units(self) -> int:
+        """Cumulative bad debt in settlement units: the sum of the ``bad_debt`` rows' amounts."""
+        return sum(int(row[4]) for row in self._bad_debt_rows)
+
     def bad_debt_frame(self) -> pd.DataFrame:
         """Bad debt: liquidation shortfalls and deficits of flat accounts, in settlement units.
 
