@@ -53,7 +53,7 @@ def _format_value(value: Any) -> str:
         return f"{value:,.2f}" if abs(value) >= 1000 else f"{value:.6g}"
     if isinstance(value, int):
         return f"{value:,}"
-    return str(value)
+    return str(value) if value != "" else "-"  # e.g. no default_order: nothing defaulted
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
