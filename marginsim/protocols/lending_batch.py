@@ -282,11 +282,23 @@ def borrow_many(pool: LendingPool, holders: Any, symbol: str, amounts: Any) -> B
         scaled = _ceil_div(a * RAY, bi)
         after = list(debt[i])
         after[r] += scaled
-        verdict = value.exceeds_ltv(coll[i], after, need=r)
-        if verdict is not False:
-            # Refused: the single method's own valuation words the reason identically.
-            single(i, h, a)
-            continue
+        if value.exceeds_ltv(coll[i], after, need=r) is not False:
+            # Refused: the single method's Fraction valuation words the reason identically
+            # (called directly, since calling ``borrow`` would ask the policy a second time).
+            values, missing = pool._values(coll[i], after, need=(r,))
+            if values is None:
+                rows.refuse(i, h, Refusal.NO_PRICE, f"borrow: no price for {missing}")
+                continue
+            if values.debt > values.borrowing_power:
+                rows.refuse(
+                    i,
+                    h,
+                    Refusal.BORROWING_POWER,
+                    f"borrow: debt value {float(values.debt):.12g} would exceed borrowing "
+                    f"power {float(values.borrowing_power):.12g}",
+                )
+                continue
+            # Not reached while the integer form equals the Fraction one; the latter rules.
         pool._register(h)
         ledger.transfer(pool.liquidity_holder, h, res.asset, a)
         ledger.mint(h, res.debt, scaled, reason="borrow")
