@@ -34,6 +34,7 @@ few hundred rows per step costs more than the per-row moves it would replace.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from fractions import Fraction
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["BatchResult", "borrow_many", "repay_many", "supply_many", "withdraw_many"]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class BatchResult:
     """Outcome of a batch of one kind of lending action, one entry per row, in row order.
 
@@ -61,7 +62,9 @@ class BatchResult:
         amount: Underlying units moved (int64, 0 when refused).
         scaled: Receipt or debt tokens minted or burned (int64, 0 when refused).
         code: Refusal code of each row (``None`` when executed).
-        reason: Human-readable refusal detail of each row (``""`` when executed).
+        reason: Human-readable refusal detail of each row (``""`` when executed), worded
+            as the single call words it; formatted on first access (a drained pool refuses
+            thousands of borrows a step, and the model reads only the count).
     """
 
     action: str
@@ -71,10 +74,20 @@ class BatchResult:
     amount: np.ndarray
     scaled: np.ndarray
     code: tuple[Refusal | None, ...]
-    reason: tuple[str, ...]
+    _reasons: tuple[str | tuple[int, int], ...] = dataclasses.field(repr=False)
 
     def __len__(self) -> int:
         return int(self.ok.shape[0])
+
+    @functools.cached_property
+    def reason(self) -> tuple[str, ...]:
+        """Refusal detail of each row (see the class docstring)."""
+        return tuple(
+            r
+            if isinstance(r, str)
+            else f"{self.action}: {r[0]} {self.symbol} units available, amount {r[1]}"
+            for r in self._reasons
+        )
 
     @property
     def refused(self) -> int:
@@ -108,12 +121,13 @@ class _Rows:
         self.amount = [0] * n
         self.scaled = [0] * n
         self.code: list[Refusal | None] = [None] * n
-        self.reason = [""] * n
+        # A string, or (available, amount) of an insufficient-liquidity refusal.
+        self.reason: list[str | tuple[int, int]] = [""] * n
 
     def done(self, i: int, holder: int, amount: int, scaled: int) -> None:
         self.holder[i], self.ok[i], self.amount[i], self.scaled[i] = holder, True, amount, scaled
 
-    def refuse(self, i: int, holder: int, code: Refusal, reason: str) -> None:
+    def refuse(self, i: int, holder: int, code: Refusal, reason: str | tuple[int, int]) -> None:
         self.holder[i], self.code[i], self.reason[i] = holder, code, reason
 
     def take(self, i: int, result: ActionResult) -> None:
@@ -194,7 +208,7 @@ def _inputs(
     if h.shape != a.shape:
         raise ValueError(f"holders ({h.shape[0]}) and amounts ({a.shape[0]}) differ in length")
     res = pool._by_symbol.get(symbol) if isinstance(symbol, str) else None
-    integral = h.dtype.kind in "iu" and a.dtype.kind in "iu"
+    integral = h.dtype.kind == "i" and a.dtype.kind == "i"
     # Non-integer arrays (or an unknown reserve) go row by row through the single methods,
     # which refuse them with their own messages.
     return h.tolist(), a.tolist(), res if integral else None
@@ -203,6 +217,15 @@ def _inputs(
 def _fast_row(pool: LendingPool, holder: int, amount: int) -> bool:
     """Whether the single method's common checks (holder, amount) pass for this row."""
     return amount > 0 and 0 <= holder < pool.ledger.n_holders and holder not in pool._internal
+
+
+def _fast_mask(pool: LendingPool, holders: list[int], amounts: list[int]) -> list[bool]:
+    """:func:`_fast_row` of every row, in one vectorised pass."""
+    h = np.array(holders, dtype=np.int64)
+    a = np.array(amounts, dtype=np.int64)
+    ok = (a > 0) & (h >= 0) & (h < pool.ledger.n_holders)
+    ok &= ~np.isin(h, np.fromiter(pool._internal, dtype=np.int64))
+    return ok.tolist()
 
 
 def _positions(pool: LendingPool, holders: list[int]) -> tuple[list[list[int]], list[list[int]]]:
@@ -235,12 +258,22 @@ def borrow_many(pool: LendingPool, holders: Any, symbol: str, amounts: Any) -> B
             _slow(rows, i, pool.borrow, h, symbol, a)
         return rows.result()
     ledger, r = pool.ledger, res.index
-    coll, debt = _positions(pool, hl)
     value = _Valuation(pool)
     bi = pool._borrow_index[r]
     available = pool.available_units(symbol)
     debt_supply = ledger.supply(res.debt)
     touched: set[int] = set()
+    fast = _fast_mask(pool, hl, al)
+    # Smallest amount from each row on: once the available liquidity is below it, every
+    # remaining row is refused (liquidity only falls within a batch of borrows). Rows from
+    # ``bound`` on are in that tail from the start, so their positions are never read.
+    suffix_min = np.minimum.accumulate(np.array(al, dtype=np.int64)[::-1])[::-1]
+    past = np.flatnonzero(suffix_min > available)
+    bound = int(past[0]) if past.size else len(hl)
+    suffix = suffix_min.tolist()
+    coll, debt = _positions(pool, hl[:bound])
+    # The tail needs no per-row checks when nothing before the liquidity check can refuse.
+    plain = res.borrowable and pool.policy is None
 
     def single(i: int, h: int, a: int) -> None:
         nonlocal available, debt_supply
@@ -252,7 +285,15 @@ def borrow_many(pool: LendingPool, holders: Any, symbol: str, amounts: Any) -> B
             debt_supply = ledger.supply(res.debt)
 
     for i, (h, a) in enumerate(zip(hl, al, strict=True)):
-        if h in touched or not _fast_row(pool, h, a):
+        if plain and available < suffix[i]:
+            for j in range(i, len(hl)):
+                hj, aj = hl[j], al[j]
+                if hj in touched or not fast[j]:
+                    single(j, hj, aj)  # refused too, worded by the single call
+                else:
+                    rows.refuse(j, hj, Refusal.INSUFFICIENT_LIQUIDITY, (available, aj))
+            break
+        if h in touched or not fast[i]:
             single(i, h, a)
             continue
         if not res.borrowable:
@@ -262,12 +303,7 @@ def borrow_many(pool: LendingPool, holders: Any, symbol: str, amounts: Any) -> B
             rows.refuse(i, h, Refusal.POLICY, "borrow: borrowing is paused by the circuit breaker")
             continue
         if a > available:
-            rows.refuse(
-                i,
-                h,
-                Refusal.INSUFFICIENT_LIQUIDITY,
-                f"borrow: {available} {symbol} units available, amount {a}",
-            )
+            rows.refuse(i, h, Refusal.INSUFFICIENT_LIQUIDITY, (available, a))
             continue
         if res.borrow_cap_units:
             total = _ceil_div(debt_supply * bi, RAY)
@@ -347,12 +383,7 @@ def withdraw_many(pool: LendingPool, holders: Any, symbol: str, amounts: Any) ->
             )
             continue
         if a > available:
-            rows.refuse(
-                i,
-                h,
-                Refusal.INSUFFICIENT_LIQUIDITY,
-                f"withdraw: {available} {symbol} units available, amount {a}",
-            )
+            rows.refuse(i, h, Refusal.INSUFFICIENT_LIQUIDITY, (available, a))
             continue
         burn = min(c[r], _ceil_div(a * RAY, li))
         if any(debt[i]) and res.liquidation_threshold > 0:
