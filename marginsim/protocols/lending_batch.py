@@ -264,16 +264,17 @@ def borrow_many(pool: LendingPool, holders: Any, symbol: str, amounts: Any) -> B
     debt_supply = ledger.supply(res.debt)
     touched: set[int] = set()
     fast = _fast_mask(pool, hl, al)
-    # Smallest amount from each row on: once the available liquidity is below it, every
-    # remaining row is refused (liquidity only falls within a batch of borrows). Rows from
-    # ``bound`` on are in that tail from the start, so their positions are never read.
-    suffix_min = np.minimum.accumulate(np.array(al, dtype=np.int64)[::-1])[::-1]
-    past = np.flatnonzero(suffix_min > available)
-    bound = int(past[0]) if past.size else len(hl)
-    suffix = suffix_min.tolist()
-    coll, debt = _positions(pool, hl[:bound])
-    # The tail needs no per-row checks when nothing before the liquidity check can refuse.
+    # Rows asking more than the liquidity available at the start are refused whatever the
+    # rows before them do (liquidity only falls within a batch of borrows) when nothing
+    # before the liquidity check can refuse: they are worded after the loop, with the
+    # liquidity left when their turn came, and their positions are never read.
+    available0 = available
     plain = res.borrowable and pool.policy is None
+    certain = (np.array(al, dtype=np.int64) > available0) & plain
+    todo = np.flatnonzero(~certain).tolist()
+    coll, debt = _positions(pool, [hl[i] for i in todo])
+    done_rows: list[int] = []
+    done_amounts: list[int] = []
 
     def single(i: int, h: int, a: int) -> None:
         nonlocal available, debt_supply
@@ -283,16 +284,11 @@ def borrow_many(pool: LendingPool, holders: Any, symbol: str, amounts: Any) -> B
             touched.add(h)
             available = pool.available_units(symbol)
             debt_supply = ledger.supply(res.debt)
+            done_rows.append(i)
+            done_amounts.append(a)
 
-    for i, (h, a) in enumerate(zip(hl, al, strict=True)):
-        if plain and available < suffix[i]:
-            for j in range(i, len(hl)):
-                hj, aj = hl[j], al[j]
-                if hj in touched or not fast[j]:
-                    single(j, hj, aj)  # refused too, worded by the single call
-                else:
-                    rows.refuse(j, hj, Refusal.INSUFFICIENT_LIQUIDITY, (available, aj))
-            break
+    for k, i in enumerate(todo):
+        h, a = hl[i], al[i]
         if h in touched or not fast[i]:
             single(i, h, a)
             continue
@@ -316,12 +312,12 @@ def borrow_many(pool: LendingPool, holders: Any, symbol: str, amounts: Any) -> B
                 )
                 continue
         scaled = _ceil_div(a * RAY, bi)
-        after = list(debt[i])
+        after = list(debt[k])
         after[r] += scaled
-        if value.exceeds_ltv(coll[i], after, need=r) is not False:
+        if value.exceeds_ltv(coll[k], after, need=r) is not False:
             # Refused: the single method's Fraction valuation words the reason identically
             # (called directly, since calling ``borrow`` would ask the policy a second time).
-            values, missing = pool._values(coll[i], after, need=(r,))
+            values, missing = pool._values(coll[k], after, need=(r,))
             if values is None:
                 rows.refuse(i, h, Refusal.NO_PRICE, f"borrow: no price for {missing}")
                 continue
@@ -342,6 +338,18 @@ def borrow_many(pool: LendingPool, holders: Any, symbol: str, amounts: Any) -> B
         touched.add(h)
         available -= a
         debt_supply += scaled
+        done_rows.append(i)
+        done_amounts.append(a)
+    cert = np.flatnonzero(certain)
+    if cert.size:
+        # Liquidity when each certain row's turn came: the start minus earlier executions.
+        taken = np.concatenate([[0], np.cumsum(np.array(done_amounts, dtype=np.int64))])
+        before = np.searchsorted(np.array(done_rows, dtype=np.int64), cert)
+        for j, left in zip(cert.tolist(), (available0 - taken[before]).tolist(), strict=True):
+            if fast[j]:
+                rows.refuse(j, hl[j], Refusal.INSUFFICIENT_LIQUIDITY, (left, al[j]))
+            else:  # an id the single call refuses before looking at any state
+                single(j, hl[j], al[j])
     return rows.result()
 
 
