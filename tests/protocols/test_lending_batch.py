@@ -294,3 +294,27 @@ def test_borrow_cap_counts_earlier_rows():
     )
     assert got.ok.tolist() == [True, False, True]
     assert got.code[1] == Refusal.BORROW_CAP
+
+
+def test_rows_above_the_starting_liquidity_see_the_liquidity_left_at_their_turn():
+    # 15,000 USDC available. Row 0 takes 6,000 (9,000 left); row 1 asks 20,000: refused,
+    # "9,000 available"; row 2 takes 6,000 (3,000 left); row 3 asks 20,000: refused, "3,000
+    # available"; row 4 takes the last 3,000.
+    setup = {**SETUP, "usdc_liquidity": 15_000.0}
+    got = run_both(
+        setup,
+        "borrow",
+        "USDC",
+        [
+            (0, 6_000 * USDC),
+            (1, 20_000 * USDC),
+            (2, 6_000 * USDC),
+            (3, 20_000 * USDC),
+            (4, 3_000 * USDC),
+        ],
+    )
+    assert got.ok.tolist() == [True, False, True, False, True]
+    assert got.reason[1] == f"borrow: {9_000 * USDC} USDC units available, amount {20_000 * USDC}"
+    assert got.reason[3] == f"borrow: {3_000 * USDC} USDC units available, amount {20_000 * USDC}"
+    # Asking exactly all of the liquidity is allowed (within a borrowing power of 16,000).
+    assert run_both(setup, "borrow", "USDC", [(0, 15_000 * USDC)]).ok.tolist() == [True]
