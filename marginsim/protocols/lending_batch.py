@@ -228,14 +228,29 @@ def _fast_mask(pool: LendingPool, holders: list[int], amounts: list[int]) -> lis
     return ok.tolist()
 
 
-def _positions(pool: LendingPool, holders: list[int]) -> tuple[list[list[int]], list[list[int]]]:
-    """Scaled receipt and debt balances of the rows' holders (one gather each)."""
-    n_holders = pool.ledger.n_holders
-    ids = np.array([h if 0 <= h < n_holders else 0 for h in holders], dtype=np.int64)
-    bal = pool.ledger.balances
-    coll = bal[ids[:, None], pool._receipt_cols[None, :]].tolist()
-    debt = bal[ids[:, None], pool._debt_cols[None, :]].tolist()
-    return coll, debt
+class _Positions:
+    """Scaled receipt and debt balances of the rows' holders, read in one gather each.
+
+    Kept as flat lists of ints (no list per row): a row's lists are cut only for the rows
+    that are valued, since a per-row list for thousands of refused rows costs more than
+    the gather (allocations of tracked containers wake the garbage collector).
+    """
+
+    def __init__(self, pool: LendingPool, holders: list[int]) -> None:
+        n_holders = pool.ledger.n_holders
+        ids = np.array([h if 0 <= h < n_holders else 0 for h in holders], dtype=np.int64)
+        bal = pool.ledger.balances
+        self.n = pool._receipt_cols.shape[0]
+        self._coll = bal[ids[:, None], pool._receipt_cols[None, :]].ravel().tolist()
+        self._debt = bal[ids[:, None], pool._debt_cols[None, :]].ravel().tolist()
+
+    def coll(self, k: int) -> list[int]:
+        """Scaled receipt balances of row ``k``, per reserve (a new list)."""
+        return self._coll[k * self.n : (k + 1) * self.n]
+
+    def debt(self, k: int) -> list[int]:
+        """Scaled debt balances of row ``k``, per reserve (a new list)."""
+        return self._debt[k * self.n : (k + 1) * self.n]
 
 
 def _slow(
@@ -272,7 +287,7 @@ def borrow_many(pool: LendingPool, holders: Any, symbol: str, amounts: Any) -> B
     plain = res.borrowable and pool.policy is None
     certain = (np.array(al, dtype=np.int64) > available0) & plain
     todo = np.flatnonzero(~certain).tolist()
-    coll, debt = _positions(pool, [hl[i] for i in todo])
+    pos = _Positions(pool, [hl[i] for i in todo])
     done_rows: list[int] = []
     done_amounts: list[int] = []
 
@@ -312,12 +327,12 @@ def borrow_many(pool: LendingPool, holders: Any, symbol: str, amounts: Any) -> B
                 )
                 continue
         scaled = _ceil_div(a * RAY, bi)
-        after = list(debt[k])
+        coll, after = pos.coll(k), pos.debt(k)
         after[r] += scaled
-        if value.exceeds_ltv(coll[k], after, need=r) is not False:
+        if value.exceeds_ltv(coll, after, need=r) is not False:
             # Refused: the single method's Fraction valuation words the reason identically
             # (called directly, since calling ``borrow`` would ask the policy a second time).
-            values, missing = pool._values(coll[k], after, need=(r,))
+            values, missing = pool._values(coll, after, need=(r,))
             if values is None:
                 rows.refuse(i, h, Refusal.NO_PRICE, f"borrow: no price for {missing}")
                 continue
@@ -362,7 +377,7 @@ def withdraw_many(pool: LendingPool, holders: Any, symbol: str, amounts: Any) ->
             _slow(rows, i, pool.withdraw, h, symbol, a)
         return rows.result()
     ledger, r = pool.ledger, res.index
-    coll, debt = _positions(pool, hl)
+    pos = _Positions(pool, hl)
     value = _Valuation(pool)
     li = pool._liquidity_index[r]
     available = pool.available_units(symbol)
@@ -380,7 +395,7 @@ def withdraw_many(pool: LendingPool, holders: Any, symbol: str, amounts: Any) ->
         if h in touched or not _fast_row(pool, h, a):
             single(i, h, a)
             continue
-        c = coll[i]
+        c = pos.coll(i)
         have = c[r] * li // RAY
         if a > have:
             rows.refuse(
@@ -394,10 +409,11 @@ def withdraw_many(pool: LendingPool, holders: Any, symbol: str, amounts: Any) ->
             rows.refuse(i, h, Refusal.INSUFFICIENT_LIQUIDITY, (available, a))
             continue
         burn = min(c[r], _ceil_div(a * RAY, li))
-        if any(debt[i]) and res.liquidation_threshold > 0:
+        debt = pos.debt(i)
+        if any(debt) and res.liquidation_threshold > 0:
             after = list(c)
             after[r] -= burn
-            if value.exceeds_ltv(after, debt[i]) is not False:
+            if value.exceeds_ltv(after, debt) is not False:
                 single(i, h, a)
                 continue
         ledger.burn(h, res.receipt, burn, reason="withdraw")
