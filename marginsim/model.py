@@ -1282,22 +1282,30 @@ class MarginModel(mesa.Model):
     def _execute_margin(self, actions: PerpMarginActions) -> int:
         """Run perp margin deposits and withdrawals in order; returns how many were refused.
 
-        A ``WITHDRAW`` row takes ``min(amount, withdrawable)``; nothing withdrawable counts
-        as refused.
+        Consecutive deposits go to the venue's ``deposit_many`` (the same outcome as single
+        deposits in row order). A ``WITHDRAW`` row takes ``min(amount, withdrawable)``;
+        nothing withdrawable counts as refused.
         """
-        if not len(actions):
+        n = len(actions)
+        if not n:
             return 0
         venue = self.perps[actions.venue]
+        kinds = actions.kind
+        change = np.ones(n, dtype=bool)
+        change[1:] = kinds[1:] != kinds[:-1]
+        starts = np.flatnonzero(change).tolist() + [n]
         refused = 0
-        for kind, holder, amount in zip(
-            actions.kind.tolist(), actions.holder.tolist(), actions.amount.tolist(), strict=True
-        ):
-            if kind == PerpMarginAction.DEPOSIT:
-                ok = venue.deposit(holder, amount).ok
-            else:
+        for lo, hi in zip(starts[:-1], starts[1:], strict=True):
+            if kinds[lo] == PerpMarginAction.DEPOSIT:
+                ok = venue.deposit_many(actions.holder[lo:hi], actions.amount[lo:hi])
+                refused += int(np.count_nonzero(~ok))
+                continue
+            for holder, amount in zip(
+                actions.holder[lo:hi].tolist(), actions.amount[lo:hi].tolist(), strict=True
+            ):
                 units = min(amount, venue.withdrawable_units(holder))
                 ok = units > 0 and venue.withdraw(holder, units).ok
-            refused += not ok
+                refused += not ok
         return refused
 
     def _activate_manipulator(self, manipulator: OracleManipulator) -> None:
@@ -1310,35 +1318,56 @@ class MarginModel(mesa.Model):
         manipulator.after_trades(self.view)
 
     def _execute_lending(self, actions: LendingActions) -> int:
-        """Run lending actions in order through the pool's methods; returns how many it refused.
+        """Run lending actions in order through the pool; returns how many it refused.
 
-        One pool call per row (exact integer and ``Fraction`` arithmetic in the pool, tens of
-        microseconds each for a borrow or withdrawal): the only per-account Python work of a
-        looper population, paid only by the accounts that act in a step. A ``REPAY`` row
-        repays ``min(amount, owed)``.
+        Consecutive rows of one kind and symbol (a population's block of borrows, say) go
+        to the pool's batch method (``supply_many``, ``borrow_many``, ``withdraw_many``,
+        ``repay_many``), which gives every row exactly the outcome of the single call made in
+        row order, without the single calls' per-row ``Fraction`` arithmetic. A ``REPAY``
+        row repays ``min(amount, owed)`` (refused when nothing is owed).
         """
-        if not len(actions):
+        n = len(actions)
+        if not n:
             return 0
         pool = self.lending[actions.pool]
+        kinds, symbols = actions.kind, actions.symbol
+        # Start of every run of equal (kind, symbol).
+        change = np.ones(n, dtype=bool)
+        change[1:] = (kinds[1:] != kinds[:-1]) | (symbols[1:] != symbols[:-1])
+        starts = np.flatnonzero(change).tolist() + [n]
         refused = 0
-        for kind, holder, symbol, amount in zip(
-            actions.kind.tolist(),
-            actions.holder.tolist(),
-            actions.symbol.tolist(),
-            actions.amount.tolist(),
-            strict=True,
-        ):
+        for lo, hi in zip(starts[:-1], starts[1:], strict=True):
+            kind, symbol = int(kinds[lo]), str(symbols[lo])
+            holders, amounts = actions.holder[lo:hi], actions.amount[lo:hi]
             if kind == LendingAction.SUPPLY:
-                ok = pool.supply(holder, symbol, amount).ok
+                refused += pool.supply_many(holders, symbol, amounts).refused
             elif kind == LendingAction.WITHDRAW:
-                ok = pool.withdraw(holder, symbol, amount).ok
+                refused += pool.withdraw_many(holders, symbol, amounts).refused
             elif kind == LendingAction.BORROW:
-                ok = pool.borrow(holder, symbol, amount).ok
+                refused += pool.borrow_many(holders, symbol, amounts).refused
             else:
-                owed = pool.debt_units(holder, symbol)
-                ok = pool.repay(holder, symbol, min(amount, owed)).ok if owed else False
-            refused += not ok
+                refused += self._repay_run(pool, holders, symbol, amounts)
         return refused
+
+    @staticmethod
+    def _repay_run(pool: LendingPool, holders: np.ndarray, symbol: str, amounts: np.ndarray) -> int:
+        """Repay ``min(amount, owed)`` per row in order; returns how many were refused."""
+        if np.unique(holders).size != holders.size:
+            # A holder twice: its second row must see the debt its first left, row by row.
+            refused = 0
+            for holder, amount in zip(holders.tolist(), amounts.tolist(), strict=True):
+                owed = pool.debt_units(holder, symbol)
+                refused += not (owed and pool.repay(holder, symbol, min(amount, owed)).ok)
+            return refused
+        # Distinct holders: each row's debt is what it was before the run.
+        owed = [pool.debt_units(h, symbol) for h in holders.tolist()]
+        owing = np.array([o > 0 for o in owed], dtype=bool)
+        capped = np.array(
+            [min(a, o) for a, o in zip(amounts.tolist(), owed, strict=True) if o > 0],
+            dtype=np.int64,
+        )
+        done = pool.repay_many(holders[owing], symbol, capped)
+        return int(np.count_nonzero(~owing)) + done.refused
 
     def phase_liquidations(self) -> None:
         """5. Liquidators compete for unhealthy accounts, in rounds, within the step.

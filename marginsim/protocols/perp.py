@@ -2680,3 +2680,50 @@ class PerpVenue:
         went to the insurance fund).
         """
         return self._frame(self._funding_rows, self.FUNDING_COLUMNS)
+
+    # ------------------------------------------------------------------------------- batches
+    def deposit_many(self, holders: Any, units: Any) -> np.ndarray:
+        """:meth:`deposit` for each row in order; returns whether each row was executed.
+
+        Exactly the sequence of single deposits (outcome, ledger moves, account slots in
+        registration order), with the checks done in one gather when the rows' holders are
+        distinct, valid and the amounts positive integers (a population's block of deposits);
+        otherwise row by row through :meth:`deposit`. The ledger moves are the single
+        deposits' own per-row transfers (``Ledger.transfer_many`` nets through an array of all
+        holders, which costs more than a few hundred rows of transfers).
+
+        Args:
+            holders: Depositing holder ids.
+            units: Settlement-asset units of each row (or one value for all).
+
+        Returns:
+            bool array, one entry per row.
+        """
+        h = np.asarray(holders).reshape(-1)
+        u = np.broadcast_to(np.asarray(units), h.shape)
+        fast = (
+            h.size > 0
+            and h.dtype.kind in "iu"
+            and u.dtype.kind in "iu"
+            and bool((u > 0).all())
+            and int(h.min()) >= 0
+            and int(h.max()) < self.ledger.n_holders
+            and not np.isin(h, list(self._internal)).any()
+            and np.unique(h).size == h.size
+        )
+        if not fast:
+            return np.array(
+                [self.deposit(x, y).ok for x, y in zip(h.tolist(), u.tolist(), strict=True)],
+                dtype=bool,
+            )
+        h = h.astype(np.int64)
+        u = u.astype(np.int64)
+        # Distinct holders: each row's wallet is what it was before the batch.
+        ok = self.ledger.balances[h, self.settlement] >= u
+        moved_h, moved_u = h[ok], u[ok]
+        slots = np.array([self._register(x) for x in moved_h.tolist()], dtype=_I64)
+        for x, y in zip(moved_h.tolist(), moved_u.tolist(), strict=True):
+            self.ledger.transfer(x, self.margin_holder, self.settlement, y)
+        if slots.size:
+            self._wallet[slots] += moved_u
+        return ok
