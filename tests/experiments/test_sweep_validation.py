@@ -147,3 +147,13 @@ def test_builtin_sweeps_load_by_name_and_unknown_names_list_them(tmp_path, monke
         load_sweep("nosuch")
     assert "cannot read nosuch: No such file or directory" in str(err.value)
     assert "(built-in sweeps: lending_sobol, quick)" in str(err.value)
+
+
+def test_sweep_list_names_each_shipped_example_with_its_description():
+    listed = CliRunner().invoke(cli, ["sweep", "--list"])
+    assert listed.exit_code == 0
+    rows = [line.split(None, 1) for line in listed.output.splitlines()]
+    assert [name for name, _ in rows] == ["lending_sobol", "quick"]
+    assert rows[1][1].startswith(
+        "Volatility against liquidation rounds on the default scenario (short runs)."
+    )
