@@ -27,6 +27,7 @@ __all__ = [
     "hill_tail_index",
     "liquidated_debt_values",
     "log_returns",
+    "quantile_suffix",
     "replicate_aggregates",
     "return_statistics",
     "skewness",
@@ -319,15 +320,16 @@ def replicate_aggregates(
     keys: Sequence[str],
     columns: Sequence[str] | None = None,
     quantiles: Sequence[float] = (0.05, 0.5, 0.95),
-    bad_debt: str = "bad_debt_value",
-    liquidation_volume: str = "liquidation_volume",
+    bad_debt: str | None = "bad_debt_value",
+    liquidation_volume: str | None = "liquidation_volume",
 ) -> pd.DataFrame:
     """Aggregate replicate runs per group of parameter values (used by sweeps).
 
     Per group of ``keys`` (e.g. the varied parameters' columns of a sweep's
     ``summary.parquet``): ``replicates`` (rows in the group), then for each numeric
-    ``column`` its ``<column>_mean`` and ``<column>_q<100q>`` (quantiles with linear
-    interpolation between order statistics, numpy's default), and the risk measures of the
+    ``column`` its ``<column>_mean``, ``<column>_std`` (sample standard deviation,
+    ``ddof=1``; NaN with fewer than two values) and ``<column>_q<100q>`` (quantiles with
+    linear interpolation between order statistics, numpy's default), and the risk measures of the
     GLOSSARY: ``var95_bad_debt`` (95th percentile of ``bad_debt`` across the replicates),
     ``liquidations_at_risk95`` (95th percentile of ``liquidation_volume``) and
     ``p_bad_debt`` (share of replicates with bad debt > 0). NaN values are ignored; a
@@ -339,8 +341,10 @@ def replicate_aggregates(
         columns: Numeric columns to aggregate (``None``: every numeric column not in
             ``keys``, ``seed`` and ``replicate`` excluded).
         quantiles: Quantiles reported per column.
-        bad_debt: Column holding each run's total bad debt value.
-        liquidation_volume: Column holding each run's liquidated value.
+        bad_debt: Column holding each run's total bad debt value (``None``: no
+            ``var95_bad_debt`` and ``p_bad_debt``).
+        liquidation_volume: Column holding each run's liquidated value (``None``: no
+            ``liquidations_at_risk95``).
 
     Returns:
         One row per group, the key columns first, sorted by the keys.
@@ -350,7 +354,8 @@ def replicate_aggregates(
             missing.
     """
     keys = list(keys)
-    missing = [c for c in [*keys, bad_debt, liquidation_volume] if c not in summary.columns]
+    risk = [c for c in (bad_debt, liquidation_volume) if c is not None]
+    missing = [c for c in [*keys, *risk] if c not in summary.columns]
     if columns is not None:
         missing += [c for c in columns if c not in summary.columns]
     if missing:
@@ -374,20 +379,23 @@ def replicate_aggregates(
             x = group[col].to_numpy(dtype=np.float64)
             x = x[~np.isnan(x)]
             row[f"{col}_mean"] = float(x.mean()) if x.size else _NAN
+            row[f"{col}_std"] = float(x.std(ddof=1)) if x.size > 1 else _NAN
             for q in quantiles:
-                row[f"{col}_q{_pct(q)}"] = float(np.quantile(x, q)) if x.size else _NAN
-        bd = group[bad_debt].to_numpy(dtype=np.float64)
-        bd = bd[~np.isnan(bd)]
-        lv = group[liquidation_volume].to_numpy(dtype=np.float64)
-        lv = lv[~np.isnan(lv)]
-        row["var95_bad_debt"] = float(np.quantile(bd, 0.95)) if bd.size else _NAN
-        row["liquidations_at_risk95"] = float(np.quantile(lv, 0.95)) if lv.size else _NAN
-        row["p_bad_debt"] = float(np.mean(bd > 0)) if bd.size else _NAN
+                row[f"{col}_q{quantile_suffix(q)}"] = float(np.quantile(x, q)) if x.size else _NAN
+        if bad_debt is not None:
+            bd = group[bad_debt].to_numpy(dtype=np.float64)
+            bd = bd[~np.isnan(bd)]
+            row["var95_bad_debt"] = float(np.quantile(bd, 0.95)) if bd.size else _NAN
+            row["p_bad_debt"] = float(np.mean(bd > 0)) if bd.size else _NAN
+        if liquidation_volume is not None:
+            lv = group[liquidation_volume].to_numpy(dtype=np.float64)
+            lv = lv[~np.isnan(lv)]
+            row["liquidations_at_risk95"] = float(np.quantile(lv, 0.95)) if lv.size else _NAN
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _pct(q: float) -> str:
+def quantile_suffix(q: float) -> str:
     """Column suffix of a quantile: 0.05 -> ``5``, 0.5 -> ``50``, 0.975 -> ``97.5``."""
     p = round(q * 100, 6)
     return str(int(p)) if p == int(p) else str(p)

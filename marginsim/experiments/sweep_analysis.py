@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from marginsim.experiments.stats import quantile_suffix, replicate_aggregates
 from marginsim.experiments.sweep import SUMMARY_COLUMNS, SweepSpec, design_matrix, load_sweep
 
 __all__ = ["QUANTILES", "aggregate", "numeric_metrics", "sensitivity"]
@@ -57,24 +58,34 @@ def aggregate(
     """
     metrics = list(metrics) if metrics is not None else numeric_metrics(summary, spec)
     ok = summary[summary["status"] == "ok"]
-    rows = []
-    for point, group in ok.groupby("point", sort=True):
-        row: dict[str, object] = {"point": int(point)}
-        for path in spec.paths:
-            row[path] = group[path].iloc[0]
-        row["runs"] = len(group)
-        for m in metrics:
-            values = group[m].to_numpy(dtype=np.float64)
-            values = values[np.isfinite(values)]
-            row[f"{m}_mean"] = float(values.mean()) if values.size else np.nan
-            row[f"{m}_std"] = float(values.std(ddof=1)) if values.size > 1 else np.nan
-            for q in QUANTILES:
-                key = f"{m}_q{round(q * 100):02d}"
-                row[key] = float(np.quantile(values, q)) if values.size else np.nan
-            if m.startswith("bad_debt"):
-                row[f"p_any_{m}"] = float((values > 0).mean()) if values.size else np.nan
-        rows.append(row)
-    return pd.DataFrame(rows)
+    # The statistics are marginsim.experiments.stats.replicate_aggregates'; this adds the
+    # sweep's bookkeeping (point, parameters, p_any_*) and its column names (runs, _q05).
+    stats = replicate_aggregates(
+        ok,
+        ["point"],
+        columns=metrics,
+        quantiles=QUANTILES,
+        bad_debt=None,
+        liquidation_volume=None,
+    )
+    renames = {"replicates": "runs"}
+    for m in metrics:
+        for q in QUANTILES:
+            renames[f"{m}_q{quantile_suffix(q)}"] = f"{m}_q{round(q * 100):02d}"
+    stats = stats.rename(columns=renames)
+    params = ok.groupby("point", sort=True)[list(spec.paths)].first().reset_index()
+    out = params.merge(stats, on="point", how="inner")
+    for m in metrics:
+        if m.startswith("bad_debt"):
+            any_positive = (ok[m] > 0).astype(np.float64).where(ok[m].notna())
+            share = any_positive.groupby(ok["point"], sort=True).mean()
+            out[f"p_any_{m}"] = out["point"].map(share).astype(np.float64)
+    columns = ["point", *spec.paths, "runs"]
+    for m in metrics:
+        columns += [f"{m}_mean", f"{m}_std", *(f"{m}_q{round(q * 100):02d}" for q in QUANTILES)]
+        if m.startswith("bad_debt"):
+            columns.append(f"p_any_{m}")
+    return out[columns].astype({"point": np.int64, "runs": np.int64})
 
 
 def sensitivity(

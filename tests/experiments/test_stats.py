@@ -210,3 +210,12 @@ def test_replicate_aggregates_by_hand():
     assert not any(c.startswith(("seed_", "replicate_", "status_")) for c in agg.columns)
     with pytest.raises(KeyError, match="bad_debt_value"):
         replicate_aggregates(summary.drop(columns="bad_debt_value"), ["point"])
+
+
+def test_replicate_aggregates_std_and_optional_risk_measures():
+    summary = pd.DataFrame({"point": [0, 0, 0, 0, 1], "x": [0.0, 10.0, 20.0, 30.0, 5.0]})
+    agg = replicate_aggregates(summary, ["point"], bad_debt=None, liquidation_volume=None)
+    # Sample std of 0, 10, 20, 30: sqrt((15^2 + 5^2 + 5^2 + 15^2) / 3) = sqrt(500 / 3).
+    assert agg["x_std"][0] == pytest.approx((500 / 3) ** 0.5)
+    assert np.isnan(agg["x_std"][1])  # one replicate: no sample std
+    assert not {"var95_bad_debt", "p_bad_debt", "liquidations_at_risk95"} & set(agg.columns)
