@@ -78,6 +78,7 @@ __all__ = [
     "OracleManipulatorConfig",
     "RunConfig",
     "Scenario",
+    "ProblemsError",
     "ScenarioError",
     "ShockConfig",
     "StablecoinSellersConfig",
@@ -87,8 +88,12 @@ __all__ = [
 ]
 
 
-class ScenarioError(ValueError):
-    """A scenario is invalid; ``problems`` lists every error as ``(field, message)``."""
+class ProblemsError(ValueError):
+    """Bad input with every problem found: ``problems`` lists them as ``(field, message)``.
+
+    The message counts them, names the ``source`` (a file, "overrides") when given, and
+    puts one problem per line.
+    """
 
     def __init__(self, problems: list[tuple[str, str]], source: str | None = None) -> None:
         self.problems = problems
@@ -97,6 +102,10 @@ class ScenarioError(ValueError):
         lines = [f"{len(problems)} problem(s){where}:"]
         lines += [f"  {field}: {message}" for field, message in problems]
         super().__init__("\n".join(lines))
+
+
+class ScenarioError(ProblemsError):
+    """A scenario is invalid; ``problems`` lists every error as ``(field, message)``."""
 
 
 #: True while :class:`Scenario` validates its repaired copy (the second pass that finds the

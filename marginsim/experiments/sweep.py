@@ -46,7 +46,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from tqdm.auto import tqdm
 
-from marginsim.config import Scenario, ScenarioError
+from marginsim.config import ProblemsError, Scenario, ScenarioError
 from marginsim.experiments.runner import run
 from marginsim.experiments.store import run_id, write_run
 
@@ -91,16 +91,8 @@ SUMMARY_COLUMNS = (
 _DESIGN_STREAM = (2**32 - 1,)
 
 
-class SweepError(ValueError):
+class SweepError(ProblemsError):
     """A sweep spec is invalid; ``problems`` lists every error as ``(field, message)``."""
-
-    def __init__(self, problems: list[tuple[str, str]], source: str | None = None) -> None:
-        self.problems = problems
-        self.source = source
-        where = f" in {source}" if source else ""
-        lines = [f"{len(problems)} problem(s){where}:"]
-        lines += [f"  {field}: {message}" for field, message in problems]
-        super().__init__("\n".join(lines))
 
 
 class _Frozen(BaseModel):
