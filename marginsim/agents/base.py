@@ -116,6 +116,22 @@ class OrderBatch:
         return int(self.side.shape[0])
 
     @classmethod
+    def sell_wallet_share(
+        cls, view: MarketView, instrument: int, holders: np.ndarray, asset: int, share: float
+    ) -> OrderBatch:
+        """Market sells of ``share`` of each holder's ``asset`` wallet, rounded down to lots.
+
+        Holders whose share rounds to no lot send nothing.
+        """
+        wallet = view.balances(holders, asset)
+        per_lot = view.base_units_per_lot(instrument)
+        lots = np.floor(wallet * share / per_lot).astype(np.int64)
+        sell = lots > 0
+        if not sell.any():
+            return cls.empty()
+        return cls.build(instrument, -1, int(OrderKind.MARKET), 0, lots[sell], holders[sell])
+
+    @classmethod
     def cancels(cls, instrument: int, account: np.ndarray, order_ids: np.ndarray) -> OrderBatch:
         """Cancel orders ``order_ids`` of ``account``."""
         return cls.build(instrument, 1, int(OrderKind.CANCEL), 0, 0, account, order_ids)

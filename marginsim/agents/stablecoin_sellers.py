@@ -17,7 +17,6 @@ import numpy as np
 
 from marginsim.agents.base import OrderBatch, Population
 from marginsim.config import StablecoinSellersConfig
-from marginsim.market.engine import OrderKind
 
 if TYPE_CHECKING:
     from marginsim.market.view import MarketView
@@ -81,13 +80,6 @@ class StablecoinSellers(Population):
         active = np.flatnonzero(self.stream.random(self.count) < p)
         if active.shape[0] == 0:
             return OrderBatch.empty()
-        holders = self.holders[active]
-        wallet = view.balances(holders, self.stable_asset)
-        per_lot = view.base_units_per_lot(self.instrument)
-        lots = np.floor(wallet * self.config.sell_share / per_lot).astype(np.int64)
-        sell = lots > 0
-        if not sell.any():
-            return OrderBatch.empty()
-        return OrderBatch.build(
-            self.instrument, -1, int(OrderKind.MARKET), 0, lots[sell], holders[sell]
+        return OrderBatch.sell_wallet_share(
+            view, self.instrument, self.holders[active], self.stable_asset, self.config.sell_share
         )

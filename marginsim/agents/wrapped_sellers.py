@@ -20,7 +20,6 @@ import numpy as np
 
 from marginsim.agents.base import OrderBatch, Population
 from marginsim.config import WrappedSellersConfig
-from marginsim.market.engine import OrderKind
 
 if TYPE_CHECKING:
     from marginsim.market.view import MarketView
@@ -88,14 +87,8 @@ class WrappedSellers(Population):
         active = np.flatnonzero(self.stream.random(self.count) < self.config.order_probability)
         if active.shape[0] == 0 or not self.sells(view):
             return OrderBatch.empty()
-        holders = self.holders[active]
-        wallet = view.balances(holders, self.wrapped_asset)
-        per_lot = view.base_units_per_lot(self.instrument)
-        lots = np.floor(wallet * self.config.sell_share / per_lot).astype(np.int64)
-        sell = lots > 0
-        if not sell.any():
-            return OrderBatch.empty()
-        self.orders_sent += int(sell.sum())
-        return OrderBatch.build(
-            self.instrument, -1, int(OrderKind.MARKET), 0, lots[sell], holders[sell]
+        batch = OrderBatch.sell_wallet_share(
+            view, self.instrument, self.holders[active], self.wrapped_asset, self.config.sell_share
         )
+        self.orders_sent += len(batch)
+        return batch
