@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,24 @@ def _format_value(value: Any) -> str:
     return str(value) if value != "" else "-"  # e.g. no default_order: nothing defaulted
 
 
+#: ``--progress/--no-progress`` of every command that runs simulations.
+_progress_option = click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal)."
+)
+
+
+def _out_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--out DIR`` (default ``results``), with the command's own help text."""
+    return click.option(
+        "--out",
+        "out_dir",
+        default="results",
+        show_default=True,
+        type=click.Path(file_okay=False),
+        help=help_text,
+    )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="marginsim")
 def cli() -> None:
@@ -74,14 +93,7 @@ def cli() -> None:
     help="Override a dotted scenario field, e.g. --set agents.noise.count=500. "
     'Repeatable; values are TOML (0.8, true, "text").',
 )
-@click.option(
-    "--out",
-    "out_dir",
-    default="results",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Root folder of the results store.",
-)
+@_out_option("Root folder of the results store.")
 @click.option("--experiment", default=None, help="Results sub-folder (default: scenario name).")
 @click.option(
     "--check-invariants",
@@ -89,9 +101,7 @@ def cli() -> None:
     help="Check ledger conservation and book invariants after every step; exit 1 "
     "on the first violation.",
 )
-@click.option(
-    "--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal)."
-)
+@_progress_option
 @click.option(
     "--report/--no-report",
     default=True,
@@ -207,23 +217,14 @@ def validate_command(scenario: str, sets: tuple[str, ...], show: bool) -> None:
 @click.argument("name", required=False)
 @click.option("--list", "list_only", is_flag=True, help="List the built-in studies and exit.")
 @click.option("--quick", is_flag=True, help="Run the small version (fewer runs and steps).")
-@click.option(
-    "--out",
-    "out_dir",
-    default="results",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Root folder; the study writes into OUT/study-NAME/.",
-)
+@_out_option("Root folder; the study writes into OUT/study-NAME/.")
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=None,
     help="Worker processes for studies that run many simulations (default: all cores).",
 )
-@click.option(
-    "--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal)."
-)
+@_progress_option
 def study_command(
     name: str | None,
     list_only: bool,
@@ -276,17 +277,8 @@ def study_command(
     help="Run on Dask: 'local' starts a LocalCluster, tcp://host:port joins a running "
     "cluster (needs pip install 'marginsim[cluster]'). Default: local worker processes.",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    default="results",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Root folder; the sweep writes into OUT/<sweep name>/.",
-)
-@click.option(
-    "--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal)."
-)
+@_out_option("Root folder; the sweep writes into OUT/<sweep name>/.")
+@_progress_option
 @click.option(
     "--report/--no-report",
     default=True,
