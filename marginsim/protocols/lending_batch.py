@@ -253,15 +253,17 @@ class _Positions:
         return self._debt[k * self.n : (k + 1) * self.n]
 
 
-def _slow(
+def _one_by_one(
     rows: _Rows,
-    i: int,
     single: Callable[[Any, Any, Any], ActionResult],
-    holder: Any,
+    holders: list[Any],
     symbol: Any,
-    amount: Any,
-) -> None:
-    rows.take(i, single(holder, symbol, amount))
+    amounts: list[Any],
+) -> BatchResult:
+    """Every row through the pool's single method, in order (no fast path applies)."""
+    for i, (h, a) in enumerate(zip(holders, amounts, strict=True)):
+        rows.take(i, single(h, symbol, a))
+    return rows.result()
 
 
 def borrow_many(pool: LendingPool, holders: Any, symbol: str, amounts: Any) -> BatchResult:
@@ -269,9 +271,7 @@ def borrow_many(pool: LendingPool, holders: Any, symbol: str, amounts: Any) -> B
     hl, al, res = _inputs(pool, holders, symbol, amounts)
     rows = _Rows("borrow", str(symbol), len(hl))
     if res is None or not hl:
-        for i, (h, a) in enumerate(zip(hl, al, strict=True)):
-            _slow(rows, i, pool.borrow, h, symbol, a)
-        return rows.result()
+        return _one_by_one(rows, pool.borrow, hl, symbol, al)
     ledger, r = pool.ledger, res.index
     value = _Valuation(pool)
     bi = pool._borrow_index[r]
@@ -373,9 +373,7 @@ def withdraw_many(pool: LendingPool, holders: Any, symbol: str, amounts: Any) ->
     hl, al, res = _inputs(pool, holders, symbol, amounts)
     rows = _Rows("withdraw", str(symbol), len(hl))
     if res is None or not hl:
-        for i, (h, a) in enumerate(zip(hl, al, strict=True)):
-            _slow(rows, i, pool.withdraw, h, symbol, a)
-        return rows.result()
+        return _one_by_one(rows, pool.withdraw, hl, symbol, al)
     ledger, r = pool.ledger, res.index
     pos = _Positions(pool, hl)
     value = _Valuation(pool)
@@ -429,9 +427,7 @@ def supply_many(pool: LendingPool, holders: Any, symbol: str, amounts: Any) -> B
     hl, al, res = _inputs(pool, holders, symbol, amounts)
     rows = _Rows("supply", str(symbol), len(hl))
     if res is None or not hl:
-        for i, (h, a) in enumerate(zip(hl, al, strict=True)):
-            _slow(rows, i, pool.supply, h, symbol, a)
-        return rows.result()
+        return _one_by_one(rows, pool.supply, hl, symbol, al)
     ledger = pool.ledger
     li = pool._liquidity_index[res.index]
     wallet = _wallets(pool, hl, res.asset)
@@ -487,9 +483,7 @@ def repay_many(pool: LendingPool, holders: Any, symbol: str, amounts: Any) -> Ba
     hl, al, res = _inputs(pool, holders, symbol, amounts)
     rows = _Rows("repay", str(symbol), len(hl))
     if res is None or not hl:
-        for i, (h, a) in enumerate(zip(hl, al, strict=True)):
-            _slow(rows, i, pool.repay, h, symbol, a)
-        return rows.result()
+        return _one_by_one(rows, pool.repay, hl, symbol, al)
     ledger = pool.ledger
     bi = pool._borrow_index[res.index]
     wallet = _wallets(pool, hl, res.asset)
