@@ -50,7 +50,7 @@ from marginsim.metrics import LiquidationMapRecorder, LiquidationRounds, Metrics
 from marginsim.protocols.bridge import BRIDGE_COLUMNS, Bridge, wrapped_market_oracles
 from marginsim.protocols.cdp import AUCTION_COLUMNS, CdpProtocol
 from marginsim.protocols.contagion import ContagionMonitor
-from marginsim.protocols.events import LIQUIDATION_COLUMNS, LiquidationPrices
+from marginsim.protocols.events import BAD_DEBT_COLUMNS, LIQUIDATION_COLUMNS, LiquidationPrices
 from marginsim.protocols.lending import RAY, LendingPool
 from marginsim.protocols.network import EdgeKind, ProtocolNetwork
 from marginsim.protocols.perp import PerpContract, PerpVenue
@@ -1672,7 +1672,7 @@ class MarginModel(mesa.Model):
             ),
             "mints": mints,
             "liquidations": _concat(liquidations, {**LIQUIDATION_COLUMNS, "round": np.int64}),
-            "bad_debt": _concat(bad_debt, _BAD_DEBT_COLUMNS),
+            "bad_debt": _concat(bad_debt, BAD_DEBT_COLUMNS),
             "flash_loans": _concat([p.flash_loans_frame() for p in lending], _FLASH_LOAN_COLUMNS),
             "auctions": _concat([c.auctions() for c in cdps], AUCTION_COLUMNS),
             "adl": _concat([v.adl_frame() for v in self.perps.values()], PerpVenue.ADL_COLUMNS),
@@ -1738,15 +1738,6 @@ def _concat(frames: list[pd.DataFrame], columns: dict[str, object]) -> pd.DataFr
 
 #: Columns of the ``bad_debt`` table: ``covered`` by protocol reserves or surplus,
 #: ``uncovered`` borne by suppliers (lending) or left as system debt (CDP).
-_BAD_DEBT_COLUMNS: dict[str, object] = {
-    "step": np.int64,
-    "protocol": object,
-    "account": np.int64,
-    "asset": object,
-    "amount": np.int64,
-    "covered": np.int64,
-    "uncovered": np.int64,
-}
 _FLASH_LOAN_COLUMNS: dict[str, object] = {
     "step": np.int64,
     "protocol": object,

@@ -106,7 +106,12 @@ import pandas as pd
 
 from marginsim.config import CdpConfig
 from marginsim.ledger import Ledger
-from marginsim.protocols.events import LIQUIDATION_COLUMNS, AccountExposures, LiquidationPrices
+from marginsim.protocols.events import (
+    BAD_DEBT_COLUMNS,
+    LIQUIDATION_COLUMNS,
+    AccountExposures,
+    LiquidationPrices,
+)
 
 __all__ = [
     "SECONDS_PER_YEAR",
@@ -151,13 +156,7 @@ AUCTION_COLUMNS = {
     "price": "float64",
 }
 _BAD_DEBT_COLUMNS = {
-    "step": "int64",
-    "protocol": "object",
-    "account": "int64",
-    "asset": "object",
-    "amount": "int64",
-    "covered": "int64",
-    "uncovered": "int64",
+    **BAD_DEBT_COLUMNS,
     "auction_id": "int64",
     "cause": "object",
 }

@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["LIQUIDATION_COLUMNS", "AccountExposures", "LiquidationPrices"]
+__all__ = ["BAD_DEBT_COLUMNS", "LIQUIDATION_COLUMNS", "AccountExposures", "LiquidationPrices"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,4 +114,19 @@ LIQUIDATION_COLUMNS: dict[str, str] = {
     "bad_debt": "int64",
     "liquidator_received": "int64",
     "received_receipt": "bool",
+}
+
+
+#: Columns of the run's ``bad_debt`` table: amounts in the asset's smallest unit; ``covered``
+#: by the protocol's reserves, surplus or insurance fund, ``uncovered`` borne by suppliers,
+#: left as system debt or to the fund's later income. Perp venues write rows in this form;
+#: lending pools and CDPs name or extend the columns and the model maps them here.
+BAD_DEBT_COLUMNS: dict[str, str] = {
+    "step": "int64",
+    "protocol": "object",
+    "account": "int64",
+    "asset": "object",
+    "amount": "int64",
+    "covered": "int64",
+    "uncovered": "int64",
 }

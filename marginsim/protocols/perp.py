@@ -154,7 +154,12 @@ import pandas as pd
 from marginsim.config import MarginTierConfig, PerpConfig
 from marginsim.ledger import Ledger
 from marginsim.market.engine import MAX_PRICE_TICKS, BookSpec, OrderKind
-from marginsim.protocols.events import LIQUIDATION_COLUMNS, AccountExposures, LiquidationPrices
+from marginsim.protocols.events import (
+    BAD_DEBT_COLUMNS,
+    LIQUIDATION_COLUMNS,
+    AccountExposures,
+    LiquidationPrices,
+)
 from marginsim.protocols.lending import PriceFeed
 from marginsim.protocols.policies import LiquidationPolicy
 
@@ -2599,15 +2604,6 @@ class PerpVenue:
         out["deficits_covered"] = self._deficits_covered / u
         return out
 
-    BAD_DEBT_COLUMNS = {
-        "step": "int64",
-        "protocol": "object",
-        "account": "int64",
-        "asset": "object",
-        "amount": "int64",
-        "covered": "int64",
-        "uncovered": "int64",
-    }
     ADL_COLUMNS = {
         "step": "int64",
         "protocol": "object",
@@ -2662,7 +2658,7 @@ class PerpVenue:
         covered (paid by the insurance fund at once), uncovered (left to the fund's later
         income, :meth:`metrics` ``uncovered_bad_debt``, or to auto-deleveraging).
         """
-        return self._frame(self._bad_debt_rows, self.BAD_DEBT_COLUMNS)
+        return self._frame(self._bad_debt_rows, BAD_DEBT_COLUMNS)
 
     def adl_frame(self) -> pd.DataFrame:
         """Auto-deleveraging trades, one row per closed counterparty position part.
